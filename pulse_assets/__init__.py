@@ -1,0 +1,1 @@
+"""Pulse Assets: recursive forecast-model training as a Dagster asset graph."""

@@ -1,0 +1,127 @@
+"""Schema check: types, required values, ranges, uniqueness. Bad rows go to quarantine with why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from pulse_assets.config import ColumnSpec, SourceSchema
+from pulse_assets.errors import SchemaError
+
+POLARS_TYPES: dict[str, pl.DataType] = {
+    "float": pl.Float64(),
+    "int": pl.Int64(),
+    "str": pl.String(),
+    "bool": pl.Boolean(),
+}
+REASON_COLUMN = "quarantine_reason"
+
+
+@dataclass(frozen=True)
+class ValidatedFrame:
+    """The rows that passed, and the ones that did not with the reason per row (as strings)."""
+
+    good: pl.DataFrame
+    quarantined: pl.DataFrame
+
+    @property
+    def quarantined_share(self) -> float:
+        total = self.good.height + self.quarantined.height
+        return self.quarantined.height / total if total else 0.0
+
+
+def empty_frame(schema: SourceSchema) -> pl.DataFrame:
+    """A frame with no rows and the typed columns of ``schema``: what a day without data holds."""
+    return pl.DataFrame(schema=output_schema(schema))
+
+
+def output_schema(schema: SourceSchema) -> dict[str, pl.DataType]:
+    columns: dict[str, pl.DataType] = {"date": pl.Date(), "entity": pl.String()}
+    columns.update({name: POLARS_TYPES[spec.type] for name, spec in schema.columns.items()})
+    return columns
+
+
+def _range_problems(name: str, spec: ColumnSpec) -> list[tuple[pl.Expr, str]]:
+    column = pl.col(name)
+    problems = []
+    if spec.gt is not None:
+        problems.append((column <= spec.gt, f"{name} must be > {spec.gt}"))
+    if spec.ge is not None:
+        problems.append((column < spec.ge, f"{name} must be >= {spec.ge}"))
+    if spec.lt is not None:
+        problems.append((column >= spec.lt, f"{name} must be < {spec.lt}"))
+    if spec.le is not None:
+        problems.append((column > spec.le, f"{name} must be <= {spec.le}"))
+    return problems
+
+
+def _problem_checks(schema: SourceSchema) -> list[tuple[pl.Expr, pl.Expr]]:
+    """(row is bad, reason) pairs; the reason is an expression so it can quote the bad value."""
+    checks: list[tuple[pl.Expr, pl.Expr]] = [
+        (pl.col("date").is_null(), pl.lit("date is missing or not a date")),
+        (pl.col("entity").is_null(), pl.lit("entity is missing")),
+    ]
+    for name, spec in schema.columns.items():
+        typed = pl.col(name)
+        original = pl.col(f"__raw_{name}")
+        checks.append(
+            (
+                typed.is_null() & original.is_not_null(),
+                pl.format(f"{name}={{}} is not a {spec.type}", original.cast(pl.String)),
+            )
+        )
+        if spec.required:
+            checks.append((original.is_null(), pl.lit(f"{name} is missing")))
+        if spec.type == "float":
+            checks.append(
+                (typed.is_nan() | typed.is_infinite(), pl.lit(f"{name} is NaN or infinite"))
+            )
+        for violated, reason in _range_problems(name, spec):
+            checks.append(
+                (violated.fill_null(False), pl.format(f"{reason}, got {{}}", typed.cast(pl.String)))
+            )
+    return checks
+
+
+def validate(frame: pl.DataFrame, schema: SourceSchema, source: str) -> ValidatedFrame:
+    """Split ``frame`` into rows that satisfy ``schema`` and quarantined rows with the reason.
+
+    A missing column is not a row problem: it raises :class:`SchemaError` naming the column.
+    Every row of a duplicated key is quarantined: no copy can be trusted over another.
+    """
+    missing = [c for c in output_schema(schema) if c not in frame.columns]
+    if missing:
+        raise SchemaError(
+            f"source {source!r}: column(s) {missing} missing from the data "
+            f"(found {frame.columns}); fix the source or its column mapping in configs/"
+        )
+    raw_copies = [pl.col(name).alias(f"__raw_{name}") for name in schema.columns]
+    typed = frame.with_columns(raw_copies).with_columns(
+        pl.col(name).cast(POLARS_TYPES[spec.type], strict=False)
+        for name, spec in schema.columns.items()
+    )
+    typed = typed.with_columns(
+        pl.col("date").cast(pl.Date, strict=False), pl.col("entity").cast(pl.String)
+    )
+    checks = _problem_checks(schema)
+    duplicated = pl.len().over(schema.unique) > 1
+    checks.append(
+        (
+            duplicated & pl.all_horizontal(pl.col(c).is_not_null() for c in schema.unique),
+            pl.lit(f"duplicate ({', '.join(schema.unique)})"),
+        )
+    )
+    reasons = pl.concat_str(
+        [pl.when(bad).then(reason) for bad, reason in checks], separator="; ", ignore_nulls=True
+    )
+    marked = typed.with_columns(
+        pl.when(reasons.str.len_chars() > 0).then(reasons).alias(REASON_COLUMN)
+    )
+    ordered = list(output_schema(schema))
+    good = marked.filter(pl.col(REASON_COLUMN).is_null()).select(ordered).sort(["date", "entity"])
+    raw_columns = [pl.col(f"__raw_{name}").cast(pl.String).alias(name) for name in schema.columns]
+    quarantined = marked.filter(pl.col(REASON_COLUMN).is_not_null()).select(
+        pl.col("date"), pl.col("entity"), *raw_columns, pl.col(REASON_COLUMN)
+    )
+    return ValidatedFrame(good=good, quarantined=quarantined)
