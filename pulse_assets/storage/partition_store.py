@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -125,6 +126,16 @@ class PartitionStore:
         if not selected:
             raise StoreError(f"{table} has no partitions between {first} and {last} at {self.root}")
         return self.read(table, selected)
+
+    def read_prefix(self, table: str, keys: Sequence[str]) -> pl.DataFrame:
+        """Partitions ``keys`` in order up to the first one not in the store (at least one).
+
+        For readers of the future such as labels: a day not ingested yet ends the read
+        instead of being skipped, so a gap can never pass for the next day.
+        """
+        present = set(self.keys(table))
+        prefix = list(itertools.takewhile(present.__contains__, keys))
+        return self.read(table, prefix or keys[:1])
 
     def _read_file(self, path: UPath) -> pl.DataFrame:
         try:

@@ -1,0 +1,46 @@
+# Quick start: `make demo`, then `make ui`; `make test` runs the test suite.
+# Each target creates .venv with Python 3.11 and installs the project when missing.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PULSE_HOME ?= $(CURDIR)/.pulse
+export DAGSTER_HOME := $(PULSE_HOME)/dagster
+export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= 1
+UI_PORT ?= 3000
+
+.PHONY: install demo ui test lint bench check-defs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m pulse_assets.cli demo
+
+ui: $(STAMP)
+	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+lint: $(STAMP)
+	$(BIN)/ruff check pulse_assets pulse_assets_tests bench
+	$(BIN)/ruff format --check pulse_assets pulse_assets_tests bench
+
+check-defs: $(STAMP)
+	$(BIN)/dagster definitions validate -w workspace.yaml
+	$(BIN)/dg check defs
+
+bench: $(STAMP)
+	$(BIN)/python bench/store_bench.py
+	$(BIN)/python bench/features_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Dagster wiring: assets, checks, jobs and resources over the framework-free domain code."""

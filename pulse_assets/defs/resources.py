@@ -1,0 +1,51 @@
+"""Resources: the partition store and the IO manager that writes one Parquet file per partition."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from pulse_assets.storage import PartitionStore
+from pulse_assets.storage.partition_store import UNPARTITIONED_KEY
+
+
+def table_name(asset_key: dg.AssetKey) -> str:
+    return "/".join(asset_key.path)
+
+
+class PartitionStoreResource(dg.ConfigurableResource):
+    """The Parquet partition store at ``root``: a local folder or an fsspec URL."""
+
+    root: str
+
+    def get(self) -> PartitionStore:
+        return PartitionStore(self.root)
+
+
+class PartitionedParquetIOManager(dg.ConfigurableIOManager):
+    """Stores polars frames: a partitioned asset as one file per partition key.
+
+    An output over a partition range is split by its ``date`` column, and every key in the
+    range is replaced, with an empty file where the range has no rows (weekends). An input
+    over a range reads exactly the files of that range.
+    """
+
+    store: PartitionStoreResource
+
+    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
+        store = self.store.get()
+        table = table_name(context.asset_key)
+        if context.has_asset_partitions:
+            rows = store.write_partitions(table, obj, context.asset_partition_keys)
+            empty = sum(1 for count in rows.values() if count == 0)
+            context.log.debug(f"wrote {len(rows)} partition(s) of {table}, {empty} empty")
+        else:
+            store.write(table, UNPARTITIONED_KEY, obj)
+        context.add_output_metadata({"store_path": str(store.table_path(table))})
+
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+        store = self.store.get()
+        table = table_name(context.asset_key)
+        if context.has_asset_partitions:
+            return store.read(table, context.asset_partition_keys)
+        return store.read(table, [UNPARTITIONED_KEY])

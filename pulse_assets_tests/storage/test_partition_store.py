@@ -1,0 +1,99 @@
+import os
+from datetime import date
+
+import polars as pl
+import pytest
+
+from pulse_assets.errors import StoreError
+from pulse_assets.storage import PartitionStore, content_hash
+
+
+def rows(*days: int, value: float = 1.0) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "date": [date(2016, 1, d) for d in days],
+            "entity": ["A"] * len(days),
+            "v": [value] * len(days),
+        }
+    )
+
+
+@pytest.fixture
+def store(tmp_path):
+    return PartitionStore(tmp_path / "store")
+
+
+def test_write_partitions_splits_by_date_and_writes_empty_days(store):
+    counts = store.write_partitions(
+        "raw/x", rows(4, 4, 5), ["2016-01-04", "2016-01-05", "2016-01-06"]
+    )
+    assert counts == {"2016-01-04": 2, "2016-01-05": 1, "2016-01-06": 0}
+    empty = store.read("raw/x", ["2016-01-06"])
+    assert empty.height == 0
+    assert empty.schema == rows(4).schema
+
+
+def test_rewriting_a_partition_replaces_it_exactly(store):
+    store.write_partitions("raw/x", rows(4, value=1.0), ["2016-01-04"])
+    store.write_partitions("raw/x", rows(4, value=2.0), ["2016-01-04"])
+    assert store.read("raw/x", ["2016-01-04"]).get_column("v").to_list() == [2.0]
+
+
+def test_read_range_returns_the_union_in_time_order_and_opens_only_the_range(store, monkeypatch):
+    store.write_partitions("raw/x", rows(6, 4, 5, 7), [f"2016-01-0{d}" for d in (4, 5, 6, 7)])
+    opened = []
+    original = store._read_file
+    monkeypatch.setattr(
+        store, "_read_file", lambda path: opened.append(path.name) or original(path)
+    )
+    frame = store.read_range("raw/x", "2016-01-05", "2016-01-06")
+    assert frame.get_column("date").to_list() == [date(2016, 1, 5), date(2016, 1, 6)]
+    assert opened == ["2016-01-05.parquet", "2016-01-06.parquet"]
+
+
+def test_rows_outside_the_partitions_are_refused_and_nothing_is_written(store):
+    with pytest.raises(StoreError, match=r"1 row\(s\) of raw/x fall outside.*2016-01-05"):
+        store.write_partitions("raw/x", rows(4, 5), ["2016-01-04"])
+    assert store.keys("raw/x") == []
+
+
+def test_a_failed_write_keeps_the_last_good_file_and_leaves_no_temp(store, monkeypatch):
+    store.write_partitions("raw/x", rows(4, value=1.0), ["2016-01-04"])
+
+    def refuse(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(
+        StoreError, match="could not write partition 2016-01-04 of raw/x.*disk full"
+    ):
+        store.write_partitions("raw/x", rows(4, value=9.0), ["2016-01-04"])
+    monkeypatch.undo()
+    assert store.read("raw/x", ["2016-01-04"]).get_column("v").to_list() == [1.0]
+    assert sorted(os.listdir(store.table_path("raw/x"))) == ["2016-01-04.parquet"]
+
+
+def test_reading_a_missing_partition_names_it(store):
+    store.write_partitions("raw/x", rows(4), ["2016-01-04"])
+    with pytest.raises(
+        StoreError, match=r"1 partition\(s\) of raw/x are not in the store.*2016-01-05"
+    ):
+        store.read("raw/x", ["2016-01-04", "2016-01-05"])
+
+
+def test_corrupt_file_is_named(store):
+    store.write_partitions("raw/x", rows(4), ["2016-01-04"])
+    store.partition_path("raw/x", "2016-01-04").write_bytes(b"garbage")
+    with pytest.raises(StoreError, match="2016-01-04.parquet cannot be read"):
+        store.read("raw/x", ["2016-01-04"])
+
+
+def test_read_prefix_stops_at_the_first_gap(store):
+    store.write_partitions("raw/x", rows(4, 5, 7), ["2016-01-04", "2016-01-05", "2016-01-07"])
+    frame = store.read_prefix("raw/x", ["2016-01-04", "2016-01-05", "2016-01-06", "2016-01-07"])
+    assert frame.get_column("date").to_list() == [date(2016, 1, 4), date(2016, 1, 5)]
+
+
+def test_content_hash_is_stable_and_sensitive():
+    assert content_hash(rows(4, 5)) == content_hash(rows(4, 5))
+    assert content_hash(rows(4, 5)) != content_hash(rows(4, 5, value=2.0))
