@@ -7,11 +7,15 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import dagster as dg
+
 from pulse_assets.config import REPO_ROOT, load_settings, pulse_home, store_root
+from pulse_assets.definitions import build_definitions
+from pulse_assets.defs.jobs import MAIN_JOB
+from pulse_assets.defs.partitions import daily_partitions, range_tags
 from pulse_assets.errors import PulseError
 
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -34,37 +38,43 @@ def prepare_dagster_home(home: Path) -> Path:
     return dagster_home
 
 
-def _summary_rows(result) -> list[tuple[str, str]]:  # noqa: ANN001 (dagster result type is private)
-    first_event: dict[str, dict] = {}
+def describe_materialization(metadata: dict) -> str:
+    """One line per asset: rows, time range, and what the asset adds (quarantine, features)."""
+    parts = [
+        f"{metadata['dagster/row_count']} rows, {metadata['first_date']}..{metadata['last_date']}"
+    ]
+    if "quarantined_rows" in metadata:
+        parts.append(f"{metadata['quarantined_rows']} quarantined")
+    if "feature_columns" in metadata:
+        parts.append(f"{metadata['feature_columns']} feature columns")
+        parts.append(f"{metadata['warmup_rows_dropped']} warm-up rows dropped")
+    if "labels_known" in metadata:
+        parts.append(f"{metadata['labels_known']} with every label known")
+    return ", ".join(parts)
+
+
+def summarize(result: dg.ExecuteInProcessResult) -> list[str]:
+    """A range run stores the same metadata on each partition's event: read one per asset."""
+    by_asset: dict[str, dict] = {}
     for event in result.get_asset_materialization_events():
         materialization = event.materialization
-        key = materialization.asset_key.to_user_string()
-        first_event.setdefault(key, {k: v.value for k, v in materialization.metadata.items()})
-    rows = []
-    for key, meta in sorted(first_event.items()):
-        line = f"{meta.get('dagster/row_count', '?')} rows, {meta.get('first_date')}..{meta.get('last_date')}"
-        if "quarantined_rows" in meta:
-            line += f", {meta['quarantined_rows']} quarantined"
-        if "feature_columns" in meta:
-            line += f", {meta['feature_columns']} feature columns, {meta['warmup_rows_dropped']} warm-up rows"
-        if "labels_known" in meta:
-            line += f", {meta['labels_known']} with every label known"
-        rows.append((key, line))
-    return rows
+        by_asset.setdefault(
+            materialization.asset_key.to_user_string(),
+            {key: value.value for key, value in materialization.metadata.items()},
+        )
+    width = max(len(key) for key in by_asset)
+    return [
+        f"  {key:<{width}}  {describe_materialization(meta)}"
+        for key, meta in sorted(by_asset.items())
+    ]
 
 
-def run_demo(first: str | None, last: str | None) -> int:
-    import dagster as dg
-
-    from pulse_assets.definitions import build_definitions
-    from pulse_assets.defs.jobs import MAIN_JOB
-    from pulse_assets.defs.partitions import daily_partitions, range_tags
-
+def run_demo() -> int:
     settings = load_settings()
     home = pulse_home()
     prepare_dagster_home(home)
     keys = daily_partitions(settings.partitions).get_partition_keys()
-    first, last = first or keys[0], last or keys[-1]
+    first, last = keys[0], keys[-1]
     print(f"PULSE_HOME={home}\nmaterializing {MAIN_JOB} over {first}..{last} in one run ...")
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
@@ -73,10 +83,8 @@ def run_demo(first: str | None, last: str | None) -> int:
             instance=instance, tags=range_tags(first, last), run_config=QUIET_CONSOLE
         )
     elapsed = time.perf_counter() - started
-    width = max(len(key) for key, _ in _summary_rows(result))
     print(f"\nrun {result.run_id} succeeded in {elapsed:.1f} s")
-    for key, line in _summary_rows(result):
-        print(f"  {key:<{width}}  {line}")
+    print("\n".join(summarize(result)))
     print(f"\nstore: {store_root(settings)}\nsee it all: make ui  (http://127.0.0.1:3000)")
     return 0
 
@@ -84,17 +92,14 @@ def run_demo(first: str | None, last: str | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pulse", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run the main job over the configured window")
-    demo.add_argument("--first", help="first partition key (default: the window's first day)")
-    demo.add_argument("--last", help="last partition key (default: the window's last day)")
+    commands.add_parser("demo", help="run the main job over the whole configured window")
     commands.add_parser("home", help="print PULSE_HOME")
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", module="dagster")
     try:
         if args.command == "home":
             print(pulse_home())
             return 0
-        return run_demo(args.first, args.last)
+        return run_demo()
     except PulseError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ from pulse_assets.defs.metadata import frame_metadata, versioned_output
 from pulse_assets.defs.raw import raw_key
 from pulse_assets.defs.resources import PartitionStoreResource, table_name
 from pulse_assets.features import build_daily_features, build_labels, feature_columns
+from pulse_assets.features.quality import duplicated_dates, non_finite_counts
 
 FEATURES_KEY = dg.AssetKey(["features", "daily_features"])
 LABELS_KEY = dg.AssetKey(["features", "daily_labels"])
@@ -19,34 +20,18 @@ UNIQUE_DATES_CHECK = "unique_dates"
 
 
 def _feature_checks(frame: pl.DataFrame) -> Iterator[dg.AssetCheckResult]:
-    columns = feature_columns(frame)
-    non_finite = (
-        {
-            column: count
-            for column, count in frame.select(
-                (~pl.col(c).cast(pl.Float64).is_finite()).fill_null(True).sum().alias(c)
-                for c in columns
-            )
-            .row(0, named=True)
-            .items()
-            if count
-        }
-        if frame.height
-        else {}
-    )
+    non_finite = non_finite_counts(frame)
     yield dg.AssetCheckResult(
         check_name=FINITE_CHECK,
         passed=not non_finite,
         metadata={"columns_with_non_finite_values": dg.MetadataValue.json(non_finite)},
-        description="every feature value is a finite number"
-        if not non_finite
-        else f"NaN/inf/null in {sorted(non_finite)}",
+        description=f"NaN/inf in {sorted(non_finite)}" if non_finite else "all values finite",
     )
-    duplicated = frame.filter(pl.col("date").is_duplicated()).get_column("date").unique()
+    duplicated = duplicated_dates(frame)
     yield dg.AssetCheckResult(
         check_name=UNIQUE_DATES_CHECK,
-        passed=duplicated.len() == 0,
-        metadata={"duplicated_dates": [str(day) for day in duplicated.sort().head(20)]},
+        passed=not duplicated,
+        metadata={"duplicated_dates": [str(day) for day in duplicated[:20]]},
     )
 
 

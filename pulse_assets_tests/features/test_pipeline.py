@@ -112,3 +112,18 @@ def test_a_missing_input_or_ambiguous_entity_is_named(real_raw_frames):
     )
     with pytest.raises(FeatureError, match="'political_polls' has several entities on one day"):
         build_daily_features(doubled, SPEC, START, END)
+
+
+def test_quality_facts_name_the_bad_columns_and_dates():
+    from pulse_assets.features.quality import duplicated_dates, non_finite_counts
+
+    frame = pl.DataFrame(
+        {
+            "date": [date(2016, 1, 4), date(2016, 1, 4), date(2016, 1, 5)],
+            "a": [1.0, float("nan"), float("inf")],
+            "b": [1.0, 2.0, 3.0],
+            "label_x": [None, None, 1.0],
+        }
+    )
+    assert non_finite_counts(frame) == {"a": 2}
+    assert duplicated_dates(frame) == [date(2016, 1, 4)]
