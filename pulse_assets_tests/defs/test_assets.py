@@ -12,6 +12,8 @@ from pulse_assets.defs.features import FEATURES_KEY, LABELS_KEY
 from pulse_assets.defs.partitions import range_tags
 from pulse_assets.defs.raw import raw_key
 from pulse_assets.storage import PartitionStore
+from pulse_assets_tests.conftest import default_config
+from pulse_assets_tests.http_server import Reply, scripted_server
 
 RAW_FIRST, RAW_LAST = "2016-01-01", "2016-04-30"
 FEATURE_FIRST, FEATURE_LAST = "2016-03-15", "2016-04-30"
@@ -126,8 +128,6 @@ def polls_file_source(path) -> dict:
 
 
 def settings_with_polls_file(make_settings, path):
-    from pulse_assets_tests.conftest import default_config
-
     sources = default_config()["sources"]
     sources["political_polls"] = polls_file_source(path)
     return make_settings(sources=sources)
@@ -182,6 +182,73 @@ def test_an_unreadable_source_fails_the_run_and_keeps_the_last_good_partitions(
     assert "column(s) ['margin'] not found" in failure.message
     assert_frame_equal(store.read_range("raw/political_polls", RAW_FIRST, RAW_LAST), good)
     assert store.read("raw/political_polls", ["2016-01-04"]).get_column("margin").to_list() == [3.5]
+
+
+def iris_source(url: str) -> dict:
+    return {
+        "plugin": "pulse_assets.ingest.http_source:HttpJsonSource",
+        "params": {
+            "base_url": url,
+            "variables": ["margin", "poll_count"],
+            "max_retries": 1,
+            "backoff_s": 0.01,
+            "timeout_s": 1.0,
+        },
+        "schema": {"columns": {"margin": {"type": "float"}, "poll_count": {"type": "int"}}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("bad_reply", "message"),
+    [
+        (Reply(status=500, body={"error": "down"}), "gave up after 2 attempts, last: HTTP 500"),
+        (Reply(raw=b"<html>oops"), "answer is not valid JSON"),
+        (Reply(status=401, body={}), "HTTP 401, the token was refused"),
+        (
+            Reply(
+                body={"data": [{"timestamp": "2016-01-04", "entity": "US"}], "next_page_token": 7},
+                delay_s=2.0,
+            ),
+            "ReadTimeout",
+        ),
+    ],
+)
+def test_a_failing_http_source_fails_the_run_and_keeps_stored_partitions(
+    make_settings, instance, bad_reply, message
+):
+    good_page = Reply(
+        body={
+            "data": [
+                {
+                    "timestamp": "2016-01-04T12:00:00Z",
+                    "entity": "US",
+                    "margin": 2.5,
+                    "poll_count": 3,
+                }
+            ]
+        }
+    )
+    key = raw_key("political_polls")
+    with scripted_server([good_page]) as (url, _):
+        sources = default_config()["sources"] | {"political_polls": iris_source(url)}
+        settings = make_settings(sources=sources)
+        assert materialize(settings, instance, [key], "2016-01-01", "2016-01-10").success
+    store = PartitionStore(settings.store.root)
+    before = {k: store.read("raw/political_polls", [k]) for k in store.keys("raw/political_polls")}
+    with scripted_server([bad_reply]) as (url, _):
+        settings = make_settings(
+            sources=default_config()["sources"] | {"political_polls": iris_source(url)}
+        )
+        result = materialize(
+            settings, instance, [key], "2016-01-01", "2016-01-10", raise_on_error=False
+        )
+    assert not result.success
+    error = result.get_step_failure_events()[0].step_failure_data.error.cause
+    assert error.cls_name == "SourceError" and message in error.message
+    after = {k: store.read("raw/political_polls", [k]) for k in store.keys("raw/political_polls")}
+    assert before.keys() == after.keys() and len(before) == 10
+    for partition, frame in before.items():
+        assert_frame_equal(after[partition], frame)
 
 
 def test_features_refuse_to_run_on_missing_raw_history(small_settings, instance):
