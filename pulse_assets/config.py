@@ -188,12 +188,119 @@ class FeaturesConfig(StrictModel):
         return int(self.lookback_rows() * 1.5) + 20
 
 
+class ModelConfig(StrictModel):
+    """The plan's ``create_model``: an MLP over one row or a recurrent net over recent rows."""
+
+    kind: Literal["mlp", "gru", "lstm"] = "mlp"
+    hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [64, 32])
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    lookback_rows: Annotated[int, Field(ge=1)] = 20
+    num_layers: Annotated[int, Field(ge=1)] = 1
+
+
+class OptimizerConfig(StrictModel):
+    name: Literal["adamw", "sgd"] = "adamw"
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-5
+    epochs: Annotated[int, Field(ge=1)] = 40
+    patience: Annotated[int, Field(ge=1)] = 6
+    seed: int = 7
+
+
+class RecoveryConfig(StrictModel):
+    """NaN/inf loss: restore the last good checkpoint and retry with a lower learning rate."""
+
+    max_retries: Annotated[int, Field(ge=0)] = 3
+    lr_factor: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    keep_checkpoints: Annotated[int, Field(ge=1)] = 3
+
+
+class MonitorConfig(StrictModel):
+    """The plan's StatisticalAnomalyDetector over recent epochs' validation loss."""
+
+    method: Literal["z-score", "iqr"] = "z-score"
+    threshold: Annotated[float, Field(gt=0)] = 3.0
+    window: Annotated[int, Field(ge=3)] = 8
+
+
+class PromotionConfig(StrictModel):
+    """``champion`` moves to a challenger that beats it by ``min_improvement`` (relative)."""
+
+    metric: Literal["rmse", "mae", "median_ae", "p90_ae"] = "rmse"
+    min_improvement: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+
+class TrackingConfig(StrictModel):
+    """MLflow: ``uri`` null means sqlite in PULSE_HOME; ``MLFLOW_TRACKING_URI`` overrides both."""
+
+    uri: str | None = None
+    model_name: str = "pulse_forecast"
+    experiment: str = "pulse-forecast"
+    retries: Annotated[int, Field(ge=0)] = 2
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+
+
+class TrainingConfig(StrictModel):
+    labels: list[str] = Field(min_length=1)
+    features: list[str] | None = None
+    window_days: Annotated[int, Field(ge=30)] = 1825
+    holdout_days: Annotated[int, Field(ge=1)] = 365
+    validation_share: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.2
+    min_rows: Annotated[int, Field(ge=10)] = 200
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: ModelConfig = ModelConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    recovery: RecoveryConfig = RecoveryConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    promotion: PromotionConfig = PromotionConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    schedule: str = Field(default="0 6 * * 1-5", description="cron of the retrain schedule")
+
+
+class MultivariateDriftConfig(StrictModel):
+    subsample: Annotated[int, Field(ge=20)] = 300
+    n_permutations: Annotated[int, Field(ge=10)] = 100
+    p_value: Annotated[float, Field(gt=0, lt=1)] = 0.05
+
+
+class DriftConfig(StrictModel):
+    """A feature drifts when its FDR-adjusted p-value is below ``fdr_q`` and its effect is
+    large enough (PSI or normalized Wasserstein); drift triggers after ``persistence``
+    consecutive checks."""
+
+    window_days: Annotated[int, Field(ge=7)] = 60
+    fdr_q: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    min_psi: Annotated[float, Field(ge=0)] = 0.25
+    min_wasserstein: Annotated[float, Field(ge=0)] = 0.5
+    persistence: Annotated[int, Field(ge=1)] = 3
+    psi_bins: Annotated[int, Field(ge=2)] = 10
+    multivariate: MultivariateDriftConfig = MultivariateDriftConfig()
+
+
+class FreshnessConfig(StrictModel):
+    raw_fail_hours: Annotated[float, Field(gt=0)] = 48
+    raw_warn_hours: Annotated[float, Field(gt=0)] = 30
+    features_fail_hours: Annotated[float, Field(gt=0)] = 54
+    features_warn_hours: Annotated[float, Field(gt=0)] = 32
+
+
+class SqlConfig(StrictModel):
+    """The metrics and audit store: null means sqlite in PULSE_HOME (pulse.db)."""
+
+    url: str | None = None
+
+
 class Settings(StrictModel):
     partitions: PartitionsConfig
     store: StoreConfig = StoreConfig()
+    sql: SqlConfig = SqlConfig()
     quality: QualityConfig = QualityConfig()
     sources: dict[str, SourceConfig] = Field(min_length=1)
     features: FeaturesConfig
+    training: TrainingConfig
+    drift: DriftConfig = DriftConfig()
+    freshness: FreshnessConfig = FreshnessConfig()
 
     @field_validator("sources")
     @classmethod
@@ -211,6 +318,12 @@ class Settings(StrictModel):
         for label in self.features.labels:
             if label.source not in self.sources:
                 raise ValueError(f"label {label.name!r} names unknown source {label.source!r}")
+        known_labels = {label.name for label in self.features.labels}
+        unknown = [name for name in self.training.labels if name not in known_labels]
+        if unknown:
+            raise ValueError(
+                f"training.labels names unknown label(s) {unknown}; known: {sorted(known_labels)}"
+            )
         return self
 
 
@@ -221,6 +334,24 @@ def pulse_home() -> Path:
 
 def store_root(settings: Settings) -> str:
     return settings.store.root or str(pulse_home() / "store")
+
+
+def sql_url(settings: Settings) -> str:
+    return settings.sql.url or f"sqlite:///{pulse_home() / 'pulse.db'}"
+
+
+def tracking_uri(settings: Settings) -> str:
+    """``MLFLOW_TRACKING_URI`` wins, then the config, then sqlite in PULSE_HOME."""
+    configured = os.environ.get("MLFLOW_TRACKING_URI") or settings.training.tracking.uri
+    return configured or f"sqlite:///{pulse_home() / 'mlflow.db'}"
+
+
+def artifacts_uri() -> str:
+    return (pulse_home() / "mlartifacts").as_uri()
+
+
+def checkpoints_root() -> Path:
+    return pulse_home() / "checkpoints"
 
 
 def _format_validation_error(error: ValidationError, path: Path) -> str:

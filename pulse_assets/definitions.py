@@ -7,30 +7,80 @@ from typing import Any
 
 import dagster as dg
 
-from pulse_assets.config import Settings, load_settings, store_root
+from pulse_assets.config import (
+    Settings,
+    artifacts_uri,
+    load_settings,
+    sql_url,
+    store_root,
+    tracking_uri,
+)
+from pulse_assets.defs.drift import build_drift_assets, build_drift_sensor
+from pulse_assets.defs.evaluation import build_evaluation_assets
 from pulse_assets.defs.features import build_feature_assets
 from pulse_assets.defs.jobs import build_jobs
 from pulse_assets.defs.partitions import daily_partitions
 from pulse_assets.defs.raw import build_raw_assets
-from pulse_assets.defs.resources import PartitionedParquetIOManager, PartitionStoreResource
+from pulse_assets.defs.resources import (
+    PartitionedParquetIOManager,
+    PartitionStoreResource,
+    RegistryResource,
+    SqlStoreResource,
+)
+from pulse_assets.defs.training import build_training_assets, build_training_jobs
 
-# BackfillPolicy and Output(data_version=...) are stable in use here but still labelled beta.
+# BackfillPolicy, Output(data_version=...) and freshness are stable in use here but labelled beta.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 
 def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     partitions = daily_partitions(settings.partitions)
-    return [*build_raw_assets(settings, partitions), *build_feature_assets(settings, partitions)]
+    return [
+        *build_raw_assets(settings, partitions),
+        *build_feature_assets(settings, partitions),
+        *build_training_assets(settings),
+        *build_evaluation_assets(settings, partitions),
+        *build_drift_assets(settings, partitions),
+    ]
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:
     store = PartitionStoreResource(root=store_root(settings))
-    return {"partition_store": store, "io_manager": PartitionedParquetIOManager(store=store)}
+    sql = SqlStoreResource(url=sql_url(settings))
+    tracking = settings.training.tracking
+    registry = RegistryResource(
+        tracking_uri=tracking_uri(settings),
+        artifacts_uri=artifacts_uri(),
+        model_name=tracking.model_name,
+        experiment=tracking.experiment,
+        retries=tracking.retries,
+        timeout_s=tracking.timeout_s,
+        sql=sql,
+    )
+    return {
+        "partition_store": store,
+        "io_manager": PartitionedParquetIOManager(store=store),
+        "sql_store": sql,
+        "registry": registry,
+    }
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
+    training_jobs, schedules = build_training_jobs(settings)
+    automation = dg.AutomationConditionSensorDefinition(
+        "pulse_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Materializes features, labels, retrodiction and drift checks for the latest day "
+        "when new raw partitions land (their AutomationCondition.eager()).",
+    )
     return dg.Definitions(
-        assets=build_assets(settings), jobs=build_jobs(), resources=build_resources(settings)
+        assets=build_assets(settings),
+        jobs=[*build_jobs(), *training_jobs],
+        schedules=schedules,
+        sensors=[build_drift_sensor(settings), automation],
+        resources=build_resources(settings),
     )
 
 

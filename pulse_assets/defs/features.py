@@ -59,6 +59,11 @@ def build_feature_assets(
         ],
         kinds={"polars", "parquet"},
         metadata={"lookback_rows": spec.lookback_rows(), "lookback_days": spec.lookback_days()},
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(hours=settings.freshness.features_fail_hours),
+            warn_window=timedelta(hours=settings.freshness.features_warn_hours),
+        ),
+        automation_condition=dg.AutomationCondition.eager(),
     )
     def daily_features(
         context: dg.AssetExecutionContext, **raw_frames: pl.DataFrame
@@ -94,6 +99,11 @@ def build_feature_assets(
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"polars", "parquet"},
         metadata={"labels": [label.name for label in spec.labels], "spine": str(spine_key)},
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(hours=settings.freshness.features_fail_hours),
+            warn_window=timedelta(hours=settings.freshness.features_warn_hours),
+        ),
+        automation_condition=dg.AutomationCondition.eager(),
     )
     def daily_labels(
         context: dg.AssetExecutionContext, partition_store: PartitionStoreResource

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 MAIN_JOB = "pulse_main"
+EVALUATE_JOB = "evaluate"
 
 
 def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
@@ -13,4 +14,9 @@ def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
         selection=dg.AssetSelection.groups("raw", "features"),
         description="Ingest every source and build features and labels over a partition range.",
     )
-    return [main]
+    evaluate = dg.define_asset_job(
+        EVALUATE_JOB,
+        selection=dg.AssetSelection.groups("evaluation", "drift"),
+        description="Retrodiction and drift checks of the champion over a partition range (a backfill).",
+    )
+    return [main, evaluate]

@@ -1,6 +1,7 @@
 """One raw asset per configured source, daily partitioned, with a blocking quarantine check."""
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import dagster as dg
 
@@ -44,6 +45,10 @@ def build_raw_asset(
         io_manager_key="io_manager",
         kinds={"polars", "parquet"},
         metadata={"plugin": config.plugin, "quarantine_table": quarantine_table(name)},
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(hours=settings.freshness.raw_fail_hours),
+            warn_window=timedelta(hours=settings.freshness.raw_warn_hours),
+        ),
     )
     def raw_asset(
         context: dg.AssetExecutionContext, partition_store: PartitionStoreResource

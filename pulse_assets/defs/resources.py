@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+
 import dagster as dg
 import polars as pl
+import sqlalchemy as sa
 
+from pulse_assets.metrics.store import MetricsStore
 from pulse_assets.storage import PartitionStore
 from pulse_assets.storage.partition_store import UNPARTITIONED_KEY
+from pulse_assets.storage.sql import connect
+from pulse_assets.training.audit import AliasAudit
+from pulse_assets.training.registry import ModelRegistry
 
 
 def table_name(asset_key: dg.AssetKey) -> str:
@@ -49,3 +56,43 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         if context.has_asset_partitions:
             return store.read(table, context.asset_partition_keys)
         return store.read(table, [UNPARTITIONED_KEY])
+
+
+@functools.cache
+def _engine(url: str) -> sa.Engine:
+    return connect(url)
+
+
+class SqlStoreResource(dg.ConfigurableResource):
+    """The metrics and audit store: any SQLAlchemy URL (SQLite in PULSE_HOME by default)."""
+
+    url: str
+
+    def engine(self) -> sa.Engine:
+        return _engine(self.url)
+
+    def metrics(self) -> MetricsStore:
+        return MetricsStore(self.engine())
+
+
+class RegistryResource(dg.ConfigurableResource):
+    """MLflow tracking and model registry (aliases champion/challenger) plus the alias audit."""
+
+    tracking_uri: str
+    artifacts_uri: str
+    model_name: str
+    experiment: str
+    retries: int = 2
+    timeout_s: float = 10.0
+    sql: SqlStoreResource
+
+    def get(self) -> ModelRegistry:
+        return ModelRegistry(
+            self.tracking_uri,
+            self.model_name,
+            self.experiment,
+            self.artifacts_uri,
+            AliasAudit(self.sql.engine()),
+            retries=self.retries,
+            timeout_s=self.timeout_s,
+        )

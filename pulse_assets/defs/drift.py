@@ -1,0 +1,164 @@
+"""The drift report asset and the sensor that starts a retrain when drift persists."""
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import dagster as dg
+import polars as pl
+
+from pulse_assets.config import Settings
+from pulse_assets.defs.evaluation import require_champion
+from pulse_assets.defs.features import FEATURES_KEY
+from pulse_assets.defs.metadata import frame_metadata, markdown_table, versioned_output
+from pulse_assets.defs.resources import PartitionStoreResource, RegistryResource
+from pulse_assets.defs.tags import DRIFTED_FEATURES_TAG, TRIGGER_TAG
+from pulse_assets.defs.training import MODEL_KEY, RETRAIN_JOB
+from pulse_assets.drift.episodes import current_episode
+from pulse_assets.drift.report import MULTIVARIATE_FEATURE, daily_reports, drifted_by_day
+from pulse_assets.storage import PartitionStore
+from pulse_assets.training.registry import CHAMPION
+
+DRIFT_KEY = dg.AssetKey(["drift", "drift_report"])
+DRIFT_TABLE = "drift/drift_report"
+
+
+def build_drift_assets(
+    settings: Settings, partitions: dg.PartitionsDefinition
+) -> list[dg.AssetsDefinition]:
+    config = settings.drift
+
+    @dg.asset(
+        key=DRIFT_KEY,
+        group_name="drift",
+        description=(
+            f"Per feature, the last {config.window_days} days against the champion's training rows: "
+            f"KS or chi-square with Benjamini-Hochberg q < {config.fdr_q}, PSI and normalized "
+            "Wasserstein effect sizes; on the latest day of a run also alibi-detect's MMD test. "
+            "Reads the champion's training range from its registry tags."
+        ),
+        ins={
+            "recent": dg.AssetIn(
+                FEATURES_KEY,
+                partition_mapping=dg.TimeWindowPartitionMapping(
+                    start_offset=-(config.window_days - 1), end_offset=0
+                ),
+            )
+        },
+        deps=[MODEL_KEY],
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        automation_condition=dg.AutomationCondition.eager(),
+        kinds={"scipy", "parquet"},
+    )
+    def drift_report(
+        context: dg.AssetExecutionContext,
+        recent: pl.DataFrame,
+        registry: RegistryResource,
+        partition_store: PartitionStoreResource,
+    ) -> Iterator[dg.Output]:
+        model_registry = registry.get()
+        champion = require_champion(model_registry)
+        first, last = champion.tags["partition_range"].split("...")
+        reference = partition_store.get().read_range("features/daily_features", first, last)
+        feature_names = list(model_registry.load(champion.version).feature_names)
+        window = context.partition_time_window
+        days = [
+            window.start.date() + timedelta(days=n) for n in range((window.end - window.start).days)
+        ]
+        observed = sorted(set(recent.get_column("date").to_list()) & set(days))
+        report = daily_reports(
+            reference,
+            recent,
+            feature_names,
+            days,
+            config,
+            champion.version,
+            multivariate_on=observed[-1] if observed else None,
+        )
+        latest = report.filter(pl.col("date") == report["date"].max()) if report.height else report
+        drifted = latest.filter(pl.col("drifted") & (pl.col("feature") != MULTIVARIATE_FEATURE))
+        mmd = latest.filter(pl.col("feature") == MULTIVARIATE_FEATURE)
+        metadata = frame_metadata(report) | {
+            "champion_version": champion.version,
+            "reference_range": champion.tags["partition_range"],
+            "latest_drifted_features": drifted.height,
+            "latest_drifted": ", ".join(drifted["feature"].to_list()) or "none",
+            "multivariate_drift": bool(mmd["drifted"][0]) if mmd.height else "not run",
+            "latest_checks": markdown_table(
+                latest.sort("q_value")
+                .select("feature", "statistic", "q_value", "psi", "wasserstein", "drifted")
+                .with_columns(pl.col(pl.Float64).round(4)),
+                max_rows=30,
+            ),
+        }
+        yield versioned_output(report, metadata)
+
+    return [drift_report]
+
+
+def recent_checks(store: PartitionStore, champion_version: str, needed: int) -> list:
+    """The latest drift checks of this champion, reading partitions newest first until enough."""
+    frames = []
+    found = 0
+    for key in reversed(store.keys(DRIFT_TABLE)):
+        frame = store.read(DRIFT_TABLE, [key])
+        if frame.height == 0:
+            continue
+        checks = drifted_by_day(frame, champion_version)
+        if not checks:
+            break
+        frames.append(frame)
+        found += 1
+        if found >= needed:
+            break
+    if not frames:
+        return []
+    return drifted_by_day(pl.concat(frames), champion_version)
+
+
+def build_drift_sensor(settings: Settings) -> dg.SensorDefinition:
+    persistence = settings.drift.persistence
+
+    @dg.sensor(
+        name="drift_sensor",
+        job_name=RETRAIN_JOB,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Requests a retrain when feature drift persists for {persistence} consecutive checks; "
+        "one retrain per drift episode (run key = champion version + episode start).",
+    )
+    def drift_sensor(
+        context: dg.SensorEvaluationContext,
+        registry: RegistryResource,
+        partition_store: PartitionStoreResource,
+    ) -> dg.SensorResult | dg.SkipReason:
+        champion = registry.get().alias(CHAMPION)
+        if champion is None:
+            return dg.SkipReason(
+                "no champion model yet: drift is measured against the champion's training data"
+            )
+        checks = recent_checks(partition_store.get(), champion.version, needed=max(persistence, 30))
+        if not checks:
+            return dg.SkipReason(f"no drift report for champion version {champion.version} yet")
+        latest = checks[-1][0].isoformat()
+        cursor = f"{champion.version}:{latest}"
+        if context.cursor == cursor:
+            return dg.SkipReason(
+                f"no new drift report since {latest} (champion {champion.version})"
+            )
+        episode = current_episode(checks, persistence)
+        if episode is None:
+            drifted = ", ".join(sorted(checks[-1][1])) or "none"
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"no drift persisting over {persistence} checks (latest {latest}: drifted {drifted})"
+                ),
+                cursor=cursor,
+            )
+        request = dg.RunRequest(
+            run_key=f"drift:{champion.version}:{episode.start.isoformat()}",
+            tags={TRIGGER_TAG: "drift", DRIFTED_FEATURES_TAG: ",".join(episode.features)},
+        )
+        return dg.SensorResult(run_requests=[request], cursor=cursor)
+
+    return drift_sensor

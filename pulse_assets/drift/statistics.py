@@ -1,0 +1,216 @@
+"""Per-feature drift tests with false discovery rate control and effect sizes.
+
+The plan ran ``scipy.stats.ks_2samp`` feature by feature and called a feature drifted when
+p < 0.05: with a hundred features that flags about five by chance every check. Here:
+
+- numeric features: the two-sample Kolmogorov-Smirnov statistic and the normalized
+  Wasserstein distance, both from one pass over the sorted samples (sort each sample, merge,
+  evaluate both empirical CDFs at every point); categorical features: chi-square on counts;
+- Benjamini-Hochberg q-values across all features of a check;
+- effect sizes: PSI over reference-quantile bins and Wasserstein / reference std;
+- a feature drifts only when q < ``fdr_q`` and an effect passes its threshold.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from pulse_assets.config import DriftConfig
+
+MIN_VALUES = 10
+PSI_FLOOR = 1e-4
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    feature: str
+    kind: str
+    statistic: float
+    p_value: float
+    q_value: float
+    psi: float
+    wasserstein: float
+    reference_n: int
+    current_n: int
+    drifted: bool
+    note: str = ""
+
+
+def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
+    """q-values: the smallest FDR at which each hypothesis would be rejected."""
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.size == 0:
+        return p
+    order = np.argsort(p)
+    ranked = p[order] * p.size / np.arange(1, p.size + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1].clip(max=1.0)
+    result = np.empty_like(q)
+    result[order] = q
+    return result
+
+
+def _psi(reference: np.ndarray, current: np.ndarray, bins: int) -> float:
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+    ref_counts = np.diff(
+        np.concatenate([[0], np.searchsorted(reference, edges, "right"), [reference.size]])
+    )
+    cur_counts = np.diff(
+        np.concatenate([[0], np.searchsorted(current, edges, "right"), [current.size]])
+    )
+    r = np.maximum(ref_counts / reference.size, PSI_FLOOR)
+    c = np.maximum(cur_counts / current.size, PSI_FLOOR)
+    return float(((c - r) * np.log(c / r)).sum())
+
+
+def numeric_drift(
+    reference: np.ndarray, current: np.ndarray, bins: int
+) -> tuple[float, float, float, float]:
+    """(KS statistic, p-value, PSI, Wasserstein / reference std) of two samples."""
+    ref, cur = np.sort(reference), np.sort(current)
+    union = np.sort(np.concatenate([ref, cur]), kind="stable")
+    f_ref = np.searchsorted(ref, union, "right") / ref.size
+    f_cur = np.searchsorted(cur, union, "right") / cur.size
+    gaps = np.abs(f_ref - f_cur)
+    statistic = float(gaps.max())
+    effective_n = round(ref.size * cur.size / (ref.size + cur.size))
+    p_value = float(stats.kstwo.sf(statistic, effective_n))
+    wasserstein = float((gaps[:-1] * np.diff(union)).sum())
+    spread = float(ref.std())
+    return (
+        statistic,
+        p_value,
+        _psi(ref, cur, bins),
+        wasserstein / spread if spread > 0 else wasserstein,
+    )
+
+
+def categorical_drift(reference: np.ndarray, current: np.ndarray) -> tuple[float, float, float]:
+    """(chi-square statistic, p-value, PSI over categories)."""
+    categories = np.union1d(np.unique(reference), np.unique(current))
+    ref_counts = np.array([(reference == c).sum() for c in categories], dtype=np.float64)
+    cur_counts = np.array([(current == c).sum() for c in categories], dtype=np.float64)
+    if categories.size < 2:
+        return 0.0, 1.0, 0.0
+    statistic, p_value, _, _ = stats.chi2_contingency(np.vstack([ref_counts, cur_counts]))
+    r = np.maximum(ref_counts / ref_counts.sum(), PSI_FLOOR)
+    c = np.maximum(cur_counts / cur_counts.sum(), PSI_FLOOR)
+    return float(statistic), float(p_value), float(((c - r) * np.log(c / r)).sum())
+
+
+def _one_feature(name: str, reference: pl.Series, current: pl.Series, bins: int) -> dict:
+    ref, cur = reference.drop_nulls(), current.drop_nulls()
+    numeric = reference.dtype.is_numeric()
+    if numeric:
+        ref, cur = ref.filter(ref.is_finite()), cur.filter(cur.is_finite())
+    base = {
+        "feature": name,
+        "kind": "numeric" if numeric else "categorical",
+        "reference_n": ref.len(),
+        "current_n": cur.len(),
+    }
+    if ref.len() < MIN_VALUES or cur.len() < MIN_VALUES:
+        return base | {
+            "statistic": 0.0,
+            "p_value": 1.0,
+            "psi": 0.0,
+            "wasserstein": 0.0,
+            "note": f"not tested: fewer than {MIN_VALUES} values (reference {ref.len()}, current {cur.len()})",
+        }
+    if numeric:
+        statistic, p_value, psi, wasserstein = numeric_drift(
+            ref.cast(pl.Float64).to_numpy(), cur.cast(pl.Float64).to_numpy(), bins
+        )
+    else:
+        statistic, p_value, psi = categorical_drift(
+            ref.cast(pl.String).to_numpy(), cur.cast(pl.String).to_numpy()
+        )
+        wasserstein = 0.0
+    return base | {
+        "statistic": statistic,
+        "p_value": p_value,
+        "psi": psi,
+        "wasserstein": wasserstein,
+        "note": "",
+    }
+
+
+def detect_drift(
+    reference: pl.DataFrame,
+    current: pl.DataFrame,
+    columns: list[str],
+    config: DriftConfig,
+    threads: int = 2,
+) -> list[FeatureDrift]:
+    """Test every column; q-values are over all tested columns of this check."""
+    missing = [c for c in columns if c not in reference.columns or c not in current.columns]
+    if missing:
+        raise ValueError(
+            f"drift check: column(s) {missing} missing from the reference or current data"
+        )
+    with ThreadPoolExecutor(threads) as pool:
+        rows = list(
+            pool.map(lambda c: _one_feature(c, reference[c], current[c], config.psi_bins), columns)
+        )
+    q_values = benjamini_hochberg(np.array([row["p_value"] for row in rows]))
+    results = []
+    for row, q in zip(rows, q_values, strict=True):
+        large = row["psi"] >= config.min_psi or row["wasserstein"] >= config.min_wasserstein
+        results.append(
+            FeatureDrift(**row, q_value=float(q), drifted=bool(q < config.fdr_q and large))
+        )
+    return results
+
+
+def as_frame(results: list[FeatureDrift]) -> pl.DataFrame:
+    return pl.DataFrame([asdict(r) for r in results])
+
+
+def persistent(history: list[set[str]], persistence: int) -> set[str]:
+    """Features drifted in each of the last ``persistence`` checks (oldest first in history)."""
+    if len(history) < persistence:
+        return set()
+    recent = history[-persistence:]
+    return set.intersection(*recent) if recent else set()
+
+
+def _subsample(data: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    return data[np.sort(rng.choice(len(data), size=min(size, len(data)), replace=False))]
+
+
+def multivariate_mmd(
+    reference: np.ndarray,
+    current: np.ndarray,
+    subsample: int,
+    permutations: int,
+    p_value: float,
+    seed: int,
+) -> dict[str, float | bool | int]:
+    """alibi-detect's MMD test (PyTorch backend) on fixed-size random subsamples of both sides."""
+    from alibi_detect.cd import MMDDrift
+
+    rng = np.random.default_rng(seed)
+    ref = _subsample(reference, subsample, rng).astype(np.float32)
+    cur = _subsample(current, subsample, rng).astype(np.float32)
+    scale = ref.std(axis=0)
+    scale[scale == 0] = 1.0
+    center = ref.mean(axis=0)
+    detector = MMDDrift(
+        (ref - center) / scale,
+        backend="pytorch",
+        p_val=p_value,
+        n_permutations=permutations,
+        device="cpu",
+    )
+    prediction = detector.predict((cur - center) / scale)["data"]
+    return {
+        "is_drift": bool(prediction["is_drift"]),
+        "p_value": float(prediction["p_val"]),
+        "distance": float(prediction["distance"]),
+        "reference_n": len(ref),
+        "current_n": len(cur),
+    }

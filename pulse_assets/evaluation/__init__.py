@@ -1,0 +1,1 @@
+"""Retrodiction: replaying history with the champion model (the plan's retrodiction engine)."""

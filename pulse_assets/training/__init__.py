@@ -1,0 +1,1 @@
+"""Model training (the plan's RecursiveTrainingOrchestrator, create_model, CheckpointManager)."""

@@ -1,0 +1,276 @@
+"""The plan's PulseModelRegistry on MLflow: versions, aliases ``champion``/``challenger``, lineage.
+
+Aliases replace MLflow's deprecated stages. Lineage follows the ``parent_version`` tag
+(the champion a version retrained), walked iteratively both ways.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+
+from pulse_assets.errors import PulseError
+from pulse_assets.training.audit import AliasAudit, AliasEvent, now
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+T = TypeVar("T")
+
+
+class TrackingError(PulseError):
+    """The MLflow tracking server or registry could not be used."""
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    version: str
+    run_id: str
+    tags: dict[str, str]
+    aliases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """What one training logs: params, per-epoch losses, data, config and the model."""
+
+    params: dict[str, Any]
+    losses: dict[str, list[tuple[int, float]]]
+    dataset_frame: Any
+    dataset_name: str
+    dataset_tags: dict[str, str]
+    config: dict[str, Any]
+    input_example: np.ndarray
+    version_tags: dict[str, str]
+
+
+class ModelRegistry:
+    def __init__(
+        self,
+        tracking_uri: str,
+        model_name: str,
+        experiment: str,
+        artifacts_uri: str,
+        audit: AliasAudit,
+        retries: int = 2,
+        timeout_s: float = 10.0,
+    ) -> None:
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, timeout_s)))
+        import mlflow
+
+        self._mlflow = mlflow
+        self.client = mlflow.MlflowClient(tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.experiment = experiment
+        self.artifacts_uri = artifacts_uri
+        self.audit = audit
+        self.retries = retries
+
+    def _call(self, what: str, action: Callable[[], T]) -> T:
+        """Run a tracking call, retrying connection failures, then failing with what to do."""
+        for attempt in range(self.retries + 1):
+            try:
+                return action()
+            except MlflowException as error:
+                unreachable = "connect" in str(error).lower() or "max retries" in str(error).lower()
+                if not unreachable:
+                    raise TrackingError(
+                        f"MLflow at {self.tracking_uri}: {what} failed: {error}"
+                    ) from error
+                if attempt == self.retries:
+                    raise TrackingError(
+                        f"MLflow tracking server at {self.tracking_uri} is unreachable ({what}, "
+                        f"{self.retries + 1} attempts): {str(error)[:300]}. Start the server or unset "
+                        "MLFLOW_TRACKING_URI to use the local sqlite store"
+                    ) from error
+                time.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def experiment_id(self) -> str:
+        found = self._call(
+            "get experiment", lambda: self.client.get_experiment_by_name(self.experiment)
+        )
+        if found is not None:
+            return found.experiment_id
+        return self._call(
+            "create experiment",
+            lambda: self.client.create_experiment(
+                self.experiment, artifact_location=f"{self.artifacts_uri}/{self.experiment}"
+            ),
+        )
+
+    def log_training(self, record: TrainingRecord, module: Any) -> ModelVersionInfo:
+        """One MLflow run with everything about a training, and a new registered version."""
+        mlflow = self._mlflow
+        mlflow.set_tracking_uri(self.tracking_uri)
+        experiment_id = self.experiment_id()
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            mlflow.log_params(record.params)
+            stamp = int(time.time() * 1000)
+            metrics = [
+                Metric(key, value, stamp, step)
+                for key, points in record.losses.items()
+                for step, value in points
+            ]
+            for start in range(0, len(metrics), 500):
+                self.client.log_batch(run.info.run_id, metrics=metrics[start : start + 500])
+            dataset = mlflow.data.from_pandas(
+                record.dataset_frame,
+                name=record.dataset_name,
+                source=record.dataset_tags.get("source", "pulse store"),
+            )
+            mlflow.log_input(dataset, context="training", tags=record.dataset_tags)
+            mlflow.log_dict(record.config, "training_config.json")
+            info = mlflow.pytorch.log_model(
+                module,
+                name="model",
+                input_example=record.input_example,
+                registered_model_name=self.model_name,
+                serialization_format="pickle",
+            )
+        version = str(info.registered_model_version)
+        for key, value in record.version_tags.items():
+            self.client.set_model_version_tag(self.model_name, version, key, value)
+        return self.version(version)
+
+    def version(self, version: str) -> ModelVersionInfo:
+        found = self._call(
+            "get version", lambda: self.client.get_model_version(self.model_name, version)
+        )
+        return ModelVersionInfo(
+            str(found.version), found.run_id, dict(found.tags), tuple(found.aliases)
+        )
+
+    def alias(self, alias: str) -> ModelVersionInfo | None:
+        """The version ``alias`` points at, or None when no version has it yet."""
+
+        def fetch() -> Any:
+            try:
+                return self.client.get_model_version_by_alias(self.model_name, alias)
+            except MlflowException as error:
+                if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                    return None
+                raise
+
+        found = self._call(f"get alias {alias}", fetch)
+        if found is None:
+            return None
+        return ModelVersionInfo(
+            str(found.version), found.run_id, dict(found.tags), tuple(found.aliases)
+        )
+
+    def move_alias(
+        self,
+        alias: str,
+        version: str,
+        *,
+        actor: str,
+        reason: str,
+        figures: dict[str, Any],
+        run_id: str | None,
+    ) -> None:
+        """Point ``alias`` at ``version``; record who, when, why and the figures, twice."""
+        previous = self.alias(alias)
+        self._call(
+            "set alias",
+            lambda: self.client.set_registered_model_alias(self.model_name, alias, version),
+        )
+        at = now()
+        for key, value in {
+            "by": actor,
+            "at": at.isoformat(),
+            "reason": reason,
+            "figures": json.dumps(figures),
+        }.items():
+            self.client.set_model_version_tag(self.model_name, version, f"{alias}.{key}", value)
+        self.audit.record(
+            AliasEvent(
+                model_name=self.model_name,
+                alias=alias,
+                from_version=previous.version if previous else None,
+                to_version=version,
+                actor=actor,
+                reason=reason,
+                figures=figures,
+                dagster_run_id=run_id,
+                at=at,
+            )
+        )
+
+    def load(self, version: str) -> Any:
+        uri = f"models:/{self.model_name}/{version}"
+        self._mlflow.set_tracking_uri(self.tracking_uri)
+        return self._call(
+            f"load {uri}", lambda: self._mlflow.pytorch.load_model(uri, map_location="cpu")
+        )
+
+    def versions(self) -> list[ModelVersionInfo]:
+        """Every version with its tags and aliases (search results carry no aliases: added here)."""
+        found = self._call(
+            "search versions",
+            lambda: self.client.search_model_versions(f"name='{self.model_name}'"),
+        )
+        if not found:
+            return []
+        model = self._call("get model", lambda: self.client.get_registered_model(self.model_name))
+        aliases: dict[str, list[str]] = {}
+        for alias, number in model.aliases.items():
+            aliases.setdefault(str(number), []).append(alias)
+        infos = [
+            ModelVersionInfo(
+                str(v.version),
+                v.run_id,
+                dict(v.tags),
+                tuple(sorted(aliases.get(str(v.version), []))),
+            )
+            for v in found
+        ]
+        return sorted(infos, key=lambda v: int(v.version))
+
+
+def lineage(versions: list[ModelVersionInfo], version: str) -> dict[str, list[str]]:
+    """Ancestors (parent, grandparent, ...) and descendants (breadth first) via ``parent_version``."""
+    parent_of = {v.version: v.tags.get("parent_version") or None for v in versions}
+    children: dict[str, list[str]] = {}
+    for child, parent in parent_of.items():
+        if parent:
+            children.setdefault(parent, []).append(child)
+    ancestors: list[str] = []
+    seen = {version}
+    current = parent_of.get(version)
+    while current and current not in seen:
+        ancestors.append(current)
+        seen.add(current)
+        current = parent_of.get(current)
+    descendants: list[str] = []
+    queue = list(children.get(version, []))
+    while queue:
+        node = queue.pop(0)
+        if node in seen:
+            continue
+        seen.add(node)
+        descendants.append(node)
+        queue.extend(children.get(node, []))
+    return {"ancestors": ancestors, "descendants": sorted(descendants, key=int)}
+
+
+def lineage_markdown(versions: list[ModelVersionInfo], version: str) -> str:
+    tree = lineage(versions, version)
+    by_version = {v.version: v for v in versions}
+    lines = ["| version | relation | trigger | aliases |", "|---|---|---|---|"]
+    rows = [(v, "ancestor") for v in reversed(tree["ancestors"])] + [(version, "this")]
+    rows += [(v, "descendant") for v in tree["descendants"]]
+    for number, relation in rows:
+        info = by_version.get(number)
+        trigger = info.tags.get("trigger", "") if info else ""
+        aliases = ", ".join(info.aliases) if info else ""
+        lines.append(f"| {number} | {relation} | {trigger} | {aliases} |")
+    return "\n".join(lines)
