@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +87,67 @@ def real_raw_frames() -> dict[str, pl.DataFrame]:
 @pytest.fixture
 def small_settings(make_settings: Callable[..., Settings]) -> Iterator[Settings]:
     yield make_settings()
+
+
+SMALL_TRAINING: dict[str, Any] = {
+    "labels": ["sp500_abs_return_next"],
+    "window_days": 300,
+    "holdout_days": 60,
+    "min_rows": 60,
+    "model": {"kind": "gru", "hidden_sizes": [8], "dropout": 0.0, "lookback_rows": 5},
+    "optimizer": {"batch_size": 32, "learning_rate": 0.003, "epochs": 6, "patience": 3, "seed": 3},
+}
+SMALL_DRIFT: dict[str, Any] = {
+    "window_days": 20,
+    "persistence": 2,
+    "multivariate": {"subsample": 60, "n_permutations": 20},
+}
+
+
+def small_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
+    """The real config with small windows and every store under ``tmp``."""
+    raw = copy.deepcopy(default_config())
+    raw["partitions"] = {"start": "2015-01-01", "end": "2017-01-01", "timezone": "UTC"}
+    raw["store"] = {"root": str(tmp / "store")}
+    raw["sql"] = {"url": f"sqlite:///{tmp / 'pulse.db'}"}
+    raw["features"]["steps"] = copy.deepcopy(SMALL_FEATURE_STEPS)
+    raw["training"] = copy.deepcopy(SMALL_TRAINING) | {
+        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "retries": 0}
+    }
+    raw["drift"] = copy.deepcopy(SMALL_DRIFT)
+    raw.update(overrides)
+    return raw
+
+
+def populate_store(settings: Settings, first: date, last: date) -> None:
+    """Raw, features and labels partitions for [first, last] written by the domain code directly
+    (what the Dagster assets would write), so training tests need not replay ingestion."""
+    from pulse_assets.features import build_daily_features, build_labels
+    from pulse_assets.storage import PartitionStore
+
+    store = PartitionStore(settings.store.root)
+    keys = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+    end = last + timedelta(days=1)
+    frames = {}
+    for name, source in settings.sources.items():
+        plugin = load_source(name, source.plugin, source.params)
+        frames[name] = ingest_window(plugin, source.data_schema, first, end).good
+        store.write_partitions(f"raw/{name}", frames[name], keys)
+    feature_start = first + timedelta(days=settings.features.lookback_days())
+    feature_keys = [k for k in keys if k >= feature_start.isoformat()]
+    table = build_daily_features(frames, settings.features, feature_start, end).frame
+    store.write_partitions("features/daily_features", table, feature_keys)
+    labels = build_labels(
+        frames, settings.features.labels, settings.features.spine, feature_start, end
+    )
+    store.write_partitions("features/daily_labels", labels, feature_keys)
+
+
+@pytest.fixture(scope="session")
+def trained_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A PULSE_HOME-like folder with 2015-2016 data in the store (features from mid-March 2015)."""
+    tmp = tmp_path_factory.mktemp("world")
+    raw = small_config(tmp)
+    settings = Settings.model_validate(raw)
+    populate_store(settings, date(2015, 1, 1), date(2016, 12, 31))
+    return {"tmp": tmp, "raw": raw, "settings": settings}
