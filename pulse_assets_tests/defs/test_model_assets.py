@@ -1,0 +1,180 @@
+"""Training, retrodiction, drift and the drift sensor on a temporary Dagster instance."""
+
+import shutil
+from datetime import date, timedelta
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from pulse_assets.config import Settings
+from pulse_assets.definitions import build_assets, build_definitions, build_resources
+from pulse_assets.defs.drift import DRIFT_KEY
+from pulse_assets.defs.evaluation import RETRODICTION_KEY
+from pulse_assets.defs.partitions import range_tags
+from pulse_assets.defs.tags import DRIFTED_FEATURES_TAG, TRIGGER_TAG
+from pulse_assets.defs.training import MODEL_KEY
+from pulse_assets.metrics.store import MetricsStore
+from pulse_assets.storage import PartitionStore
+from pulse_assets.storage.sql import connect
+
+
+@pytest.fixture(scope="module")
+def world(trained_world, tmp_path_factory):
+    """A copy of the populated store, its own registry, and a champion trained through Dagster."""
+    tmp = tmp_path_factory.mktemp("model_assets")
+    shutil.copytree(trained_world["settings"].store.root, tmp / "store")
+    raw = trained_world["raw"] | {
+        "store": {"root": str(tmp / "store")},
+        "sql": {"url": f"sqlite:///{tmp / 'pulse.db'}"},
+    }
+    raw["training"] = raw["training"] | {
+        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "retries": 0}
+    }
+    settings = Settings.model_validate(raw)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            build_assets(settings),
+            selection=[MODEL_KEY],
+            resources=build_resources(settings),
+            instance=instance,
+            tags={TRIGGER_TAG: "manual"},
+        )
+        assert result.success
+        yield {"settings": settings, "instance": instance, "tmp": tmp, "training": result}
+
+
+def materialize(world, keys, first, last):
+    settings = world["settings"]
+    return dg.materialize(
+        build_assets(settings),
+        selection=keys,
+        resources=build_resources(settings),
+        instance=world["instance"],
+        tags=range_tags(first, last),
+    )
+
+
+def test_training_materialization_records_version_metrics_and_lineage(world):
+    event = world["instance"].get_latest_materialization_event(MODEL_KEY)
+    meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    assert meta["model_version"] == "1" and meta["champion_version"] == "1" and meta["promoted"]
+    assert meta["holdout_rmse"] > 0 and meta["holdout_naive_rmse"] > 0
+    assert "| 1 | this | manual | challenger, champion |" in meta["lineage"]
+    train_end = date.fromisoformat(meta["training_range"].split("...")[1])
+    holdout_start = date.fromisoformat(meta["holdout_range"].split("...")[0])
+    assert holdout_start == train_end + timedelta(days=1)
+
+
+def test_retrodiction_over_a_range_forecasts_each_trading_day(world):
+    result = materialize(world, [RETRODICTION_KEY], "2016-11-02", "2016-12-15")
+    assert result.success
+    store = PartitionStore(world["settings"].store.root)
+    frame = store.read_range("evaluation/retrodiction", "2016-11-02", "2016-12-15")
+    trading_days = store.read_range("features/daily_features", "2016-11-02", "2016-12-15").height
+    assert frame.height == trading_days
+    assert frame["forecast_sp500_abs_return_next"].null_count() == 0
+    assert frame["actual_sp500_abs_return_next"].null_count() == 0
+    assert set(frame["model_version"]) == {"1"}
+    assert not frame["in_sample"].any()  # the holdout comes after the training range
+    meta = (
+        world["instance"]
+        .get_latest_materialization_event(RETRODICTION_KEY)
+        .asset_materialization.metadata
+    )
+    assert meta["sp500_abs_return_next_rmse"].value > 0
+    engine = connect(world["settings"].sql.url)
+    records = MetricsStore(engine).history("pulse_forecast", "1", "retrodiction")
+    assert {(r.window_start, r.window_end) for r in records} == {
+        (date(2016, 11, 2), date(2016, 12, 15))
+    }
+
+
+def inject_drift(store: PartitionStore, first: str, last: str, column: str) -> None:
+    table = "features/daily_features"
+    keys = [k for k in store.keys(table) if first <= k <= last]
+    frame = store.read(table, keys)
+    shifted = frame.with_columns((pl.col(column) * 1.5 + 4 * pl.col(column).std()).alias(column))
+    store.write_partitions(table, shifted, keys)
+
+
+def test_drift_sensor_requests_one_retrain_per_episode(world):
+    settings = world["settings"]
+    defs = build_definitions(settings)
+    sensor = defs.get_sensor_def("drift_sensor")
+    resources = build_resources(settings)
+    instance = world["instance"]
+
+    def tick(cursor=None):
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources=resources, definitions=defs
+        ) as context:
+            return sensor.evaluate_tick(context)
+
+    first_tick = tick()
+    assert first_tick.skip_message == "no drift report for champion version 1 yet"
+
+    store = PartitionStore(settings.store.root)
+    inject_drift(store, "2016-12-01", "2016-12-31", "sp500_close")
+    assert materialize(world, [DRIFT_KEY], "2016-12-26", "2016-12-31").success
+    report = store.read_range("drift/drift_report", "2016-12-26", "2016-12-31")
+    assert report.filter((pl.col("feature") == "sp500_close") & pl.col("drifted")).height >= 2
+    assert report.filter(pl.col("kind") == "multivariate").height == 1
+
+    result = tick()
+    assert len(result.run_requests) == 1
+    request = result.run_requests[0]
+    assert request.tags[TRIGGER_TAG] == "drift"
+    assert "sp500_close" in request.tags[DRIFTED_FEATURES_TAG].split(",")
+    assert request.run_key.startswith("drift:1:2016-12-")
+    again = tick(cursor=result.cursor)
+    assert not again.run_requests and again.skip_message.startswith(
+        "no new drift report since 2016-12-30"
+    )
+    replay = tick()
+    assert replay.run_requests[0].run_key == request.run_key  # same episode, same key: one run
+
+
+def test_sensor_skips_plainly_without_a_champion(world, tmp_path):
+    raw = world["settings"].model_dump(mode="json", by_alias=True)
+    raw["training"]["tracking"]["model_name"] = "never_trained"
+    settings = Settings.model_validate(raw)
+    defs = build_definitions(settings)
+    with dg.build_sensor_context(
+        instance=world["instance"], resources=build_resources(settings), definitions=defs
+    ) as context:
+        result = defs.get_sensor_def("drift_sensor").evaluate_tick(context)
+    assert result.skip_message.startswith("no champion model yet")
+
+
+def test_retrodiction_without_a_champion_fails_with_what_to_do(world):
+    raw = world["settings"].model_dump(mode="json", by_alias=True)
+    raw["training"]["tracking"]["model_name"] = "never_trained"
+    settings = Settings.model_validate(raw)
+    result = dg.materialize(
+        build_assets(settings),
+        selection=[RETRODICTION_KEY],
+        resources=build_resources(settings),
+        instance=world["instance"],
+        partition_key="2016-12-01",
+        raise_on_error=False,
+    )
+    assert not result.success
+    error = result.get_step_failure_events()[0].step_failure_data.error.cause
+    assert (
+        error.cls_name == "NoChampionError"
+        and "materialize models/forecast_model first" in error.message
+    )
+
+
+def test_freshness_and_automation_are_declared(world):
+    defs = build_definitions(world["settings"])
+    graph = defs.resolve_asset_graph()
+    for key in (dg.AssetKey(["raw", "market_prices"]), dg.AssetKey(["features", "daily_features"])):
+        assert graph.get(key).freshness_policy is not None
+    for key in (dg.AssetKey(["features", "daily_features"]), RETRODICTION_KEY, DRIFT_KEY):
+        assert graph.get(key).automation_condition is not None
+    automation = defs.get_sensor_def("pulse_automation")
+    assert automation.default_status == dg.DefaultSensorStatus.RUNNING
+    schedule = defs.get_schedule_def("retrain_schedule")
+    assert schedule.tags[TRIGGER_TAG] == "schedule" and schedule.job_name == "retrain"
