@@ -1,5 +1,6 @@
 """Retrodiction: each day of history forecast by the champion, next to what happened."""
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -77,6 +78,7 @@ def build_evaluation_assets(
         registry: RegistryResource,
         sql_store: SqlStoreResource,
     ) -> Iterator[dg.Output]:
+        started = time.perf_counter()
         model_registry = registry.get()
         champion = require_champion(model_registry)
         module = model_registry.load(champion.version)
@@ -114,6 +116,7 @@ def build_evaluation_assets(
                 rows=known,
                 run_id=context.run.run_id,
             )
+        metadata["compute_seconds"] = time.perf_counter() - started
         yield versioned_output(frame, metadata)
 
     return [retrodiction]

@@ -24,6 +24,7 @@ from pulse_assets.config import DriftConfig
 
 MIN_VALUES = 10
 PSI_FLOOR = 1e-4
+LARGE_N = 10_000
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,18 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     return result
 
 
+def _distinct(ordered: np.ndarray) -> np.ndarray:
+    """Distinct values of a sorted array, in O(n)."""
+    keep = np.empty(ordered.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
 def _psi(reference: np.ndarray, current: np.ndarray, bins: int) -> float:
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+    """PSI over ``bins`` reference-quantile bins; both inputs sorted."""
+    positions = (np.linspace(0, 1, bins + 1)[1:-1] * (reference.size - 1)).astype(np.int64)
+    edges = np.unique(reference[positions])
     ref_counts = np.diff(
         np.concatenate([[0], np.searchsorted(reference, edges, "right"), [reference.size]])
     )
@@ -67,19 +78,34 @@ def _psi(reference: np.ndarray, current: np.ndarray, bins: int) -> float:
     return float(((c - r) * np.log(c / r)).sum())
 
 
+def ks_p_value(statistic: float, n: int, m: int) -> float:
+    """Two-sided KS p-value: scipy's ``kstwo`` up to LARGE_N effective observations, the
+    limiting Kolmogorov distribution beyond (where they agree and ``kstwo`` costs 0.4 s)."""
+    effective_n = round(n * m / (n + m))
+    if effective_n <= LARGE_N:
+        return float(stats.kstwo.sf(statistic, effective_n))
+    return float(stats.kstwobign.sf(statistic * np.sqrt(effective_n)))
+
+
 def numeric_drift(
     reference: np.ndarray, current: np.ndarray, bins: int
 ) -> tuple[float, float, float, float]:
-    """(KS statistic, p-value, PSI, Wasserstein / reference std) of two samples."""
+    """(KS statistic, p-value, PSI, Wasserstein / reference std) of two samples.
+
+    Both empirical CDFs are evaluated at every distinct value of either sample: the KS
+    supremum is attained there, and between consecutive distinct values both CDFs are flat,
+    so the Wasserstein-1 integral is an exact sum. Ties (counts, prices in cents) make the
+    grid much smaller than the samples.
+    """
     ref, cur = np.sort(reference), np.sort(current)
-    union = np.sort(np.concatenate([ref, cur]), kind="stable")
-    f_ref = np.searchsorted(ref, union, "right") / ref.size
-    f_cur = np.searchsorted(cur, union, "right") / cur.size
-    gaps = np.abs(f_ref - f_cur)
+    grid = np.union1d(_distinct(ref), _distinct(cur))
+    gaps = np.abs(
+        np.searchsorted(ref, grid, "right") / ref.size
+        - np.searchsorted(cur, grid, "right") / cur.size
+    )
     statistic = float(gaps.max())
-    effective_n = round(ref.size * cur.size / (ref.size + cur.size))
-    p_value = float(stats.kstwo.sf(statistic, effective_n))
-    wasserstein = float((gaps[:-1] * np.diff(union)).sum())
+    p_value = ks_p_value(statistic, ref.size, cur.size)
+    wasserstein = float((gaps[:-1] * np.diff(grid)).sum())
     spread = float(ref.std())
     return (
         statistic,

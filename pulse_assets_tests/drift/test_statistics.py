@@ -94,3 +94,13 @@ def test_persistence_and_episodes():
     assert current_episode(later, persistence=3).start == d[1]  # same episode, same start
     broken = [*later, (d[5], {"c"})]
     assert current_episode(broken, persistence=1).start == d[5]  # a new episode
+
+
+def test_large_samples_use_the_limiting_distribution_and_agree_with_scipy():
+    from pulse_assets.drift.statistics import ks_p_value
+
+    for statistic in (0.001, 0.002, 0.004):
+        exact = stats.kstwo.sf(statistic, 500_000)
+        assert ks_p_value(statistic, 1_000_000, 1_000_000) == pytest.approx(
+            exact, rel=5e-3, abs=1e-12
+        )
