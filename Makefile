@@ -10,7 +10,9 @@ export DAGSTER_HOME := $(PULSE_HOME)/dagster
 export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= 1
 UI_PORT ?= 3000
 
-.PHONY: install demo ui test lint bench check-defs clean
+MLFLOW_PORT ?= 5000
+
+.PHONY: install demo ui mlflow-ui test lint bench check-defs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +29,11 @@ ui: $(STAMP)
 	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
+mlflow-ui: $(STAMP)
+	mkdir -p $(PULSE_HOME)
+	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(PULSE_HOME)/mlflow.db} \
+		--default-artifact-root $(PULSE_HOME)/mlartifacts -h 127.0.0.1 -p $(MLFLOW_PORT)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
@@ -41,6 +48,9 @@ check-defs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/store_bench.py
 	$(BIN)/python bench/features_bench.py
+	$(BIN)/python bench/backfill_bench.py
+	$(BIN)/python bench/drift_bench.py
+	$(BIN)/python bench/training_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
