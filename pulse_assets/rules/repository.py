@@ -1,0 +1,403 @@
+"""Versioned rule repository on SQLAlchemy (the plan's RuleRepository).
+
+Every content change is a new version whose ``changes`` say what changed; a status change
+updates the latest version and writes an audit event. Version numbers come from a unique
+(rule_id, version) constraint: concurrent writers that pick the same number collide, and the
+loser retries with the next one, so no version is lost or duplicated. Queries use bound
+parameters only (SQLAlchemy Core).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from pulse_assets.errors import PulseError
+from pulse_assets.storage.sql import rule_evaluations, rule_events, rules
+
+Status = Literal["draft", "evaluated", "accepted", "rejected", "active", "retired"]
+TRANSITIONS: dict[str, set[str]] = {
+    "draft": {"evaluated", "rejected"},
+    "evaluated": {"accepted", "rejected"},
+    "accepted": {"active", "retired"},
+    "active": {"retired"},
+    "rejected": set(),
+    "retired": set(),
+}
+EDITABLE = {
+    "name",
+    "description",
+    "definition",
+    "fingerprint",
+    "label",
+    "confidence",
+    "impact",
+    "explanation",
+    "details",
+}
+SORTABLE = {"created_at", "updated_at", "name", "impact", "version", "status"}
+VERSION_RETRIES = 20
+
+
+class RuleRepositoryError(PulseError):
+    """A repository operation was refused: what, for which rule, and why."""
+
+
+class RuleNotFoundError(RuleRepositoryError):
+    pass
+
+
+class InvalidTransitionError(RuleRepositoryError):
+    pass
+
+
+@dataclass(frozen=True)
+class NewRule:
+    name: str
+    definition: str
+    fingerprint: str
+    label: str
+    source: Literal["symbolic", "llm", "manual"]
+    description: str = ""
+    confidence: Literal["low", "medium", "high"] = "low"
+    impact: float | None = None
+    explanation: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    status: Status = "draft"
+
+
+@dataclass(frozen=True)
+class RuleRecord:
+    rule_id: str
+    version: int
+    name: str
+    description: str
+    definition: str
+    fingerprint: str
+    label: str
+    source: str
+    status: str
+    confidence: str
+    impact: float | None
+    explanation: str
+    details: dict[str, Any]
+    changes: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[RuleRecord]
+    total: int
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _record(row: Any) -> RuleRecord:
+    return RuleRecord(**{k: row[k] for k in RuleRecord.__dataclass_fields__})
+
+
+class RuleRepository:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    # -- reads --
+    def _latest_versions(self) -> sa.Subquery:
+        return (
+            sa.select(rules.c.rule_id, sa.func.max(rules.c.version).label("latest"))
+            .group_by(rules.c.rule_id)
+            .subquery()
+        )
+
+    def get(
+        self, rule_id: str, version: int | None = None, include_deleted: bool = False
+    ) -> RuleRecord:
+        query = sa.select(rules).where(rules.c.rule_id == rule_id)
+        query = (
+            query.where(rules.c.version == version)
+            if version is not None
+            else query.order_by(rules.c.version.desc()).limit(1)
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        if row is None or (row["deleted_at"] is not None and not include_deleted):
+            what = (
+                f"version {version} of rule {rule_id}" if version is not None else f"rule {rule_id}"
+            )
+            raise RuleNotFoundError(f"{what} not found{' (deleted)' if row is not None else ''}")
+        return _record(row)
+
+    def history(self, rule_id: str) -> list[RuleRecord]:
+        query = sa.select(rules).where(rules.c.rule_id == rule_id).order_by(rules.c.version)
+        with self.engine.connect() as connection:
+            return [_record(row) for row in connection.execute(query).mappings()]
+
+    def find_fingerprint(self, fingerprint: str) -> RuleRecord | None:
+        """The live rule whose latest version has this fingerprint, if any."""
+        latest = self._latest_versions()
+        query = (
+            sa.select(rules)
+            .join(
+                latest,
+                sa.and_(rules.c.rule_id == latest.c.rule_id, rules.c.version == latest.c.latest),
+            )
+            .where(rules.c.fingerprint == fingerprint, rules.c.deleted_at.is_(None))
+            .limit(1)
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return _record(row) if row else None
+
+    def search(
+        self,
+        *,
+        text: str | None = None,
+        status: str | list[str] | None = None,
+        source: str | None = None,
+        label: str | None = None,
+        created_from: date | datetime | None = None,
+        created_to: date | datetime | None = None,
+        latest_only: bool = True,
+        include_deleted: bool = False,
+        sort: str = "created_at",
+        descending: bool = True,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page:
+        if sort not in SORTABLE:
+            raise RuleRepositoryError(
+                f"cannot sort rules by {sort!r}; choose one of {sorted(SORTABLE)}"
+            )
+        if not 1 <= limit <= 1000 or offset < 0:
+            raise RuleRepositoryError(
+                f"limit must be 1..1000 and offset >= 0, got {limit} and {offset}"
+            )
+        conditions = []
+        if text:
+            pattern = f"%{text.lower()}%"
+            conditions.append(
+                sa.or_(
+                    sa.func.lower(rules.c.name).like(pattern),
+                    sa.func.lower(rules.c.description).like(pattern),
+                )
+            )
+        if status:
+            conditions.append(rules.c.status.in_([status] if isinstance(status, str) else status))
+        if source:
+            conditions.append(rules.c.source == source)
+        if label:
+            conditions.append(rules.c.label == label)
+        if created_from:
+            conditions.append(rules.c.created_at >= _as_datetime(created_from))
+        if created_to:
+            conditions.append(rules.c.created_at <= _as_datetime(created_to, end_of_day=True))
+        if not include_deleted:
+            conditions.append(rules.c.deleted_at.is_(None))
+        base = sa.select(rules)
+        if latest_only:
+            latest = self._latest_versions()
+            base = base.join(
+                latest,
+                sa.and_(rules.c.rule_id == latest.c.rule_id, rules.c.version == latest.c.latest),
+            )
+        base = base.where(*conditions)
+        order = rules.c[sort].desc() if descending else rules.c[sort].asc()
+        with self.engine.connect() as connection:
+            total = connection.execute(
+                sa.select(sa.func.count()).select_from(base.subquery())
+            ).scalar_one()
+            rows = (
+                connection.execute(base.order_by(order, rules.c.id).limit(limit).offset(offset))
+                .mappings()
+                .all()
+            )
+        return Page(items=[_record(row) for row in rows], total=total)
+
+    def events(self, rule_id: str) -> list[dict[str, Any]]:
+        query = (
+            sa.select(rule_events)
+            .where(rule_events.c.rule_id == rule_id)
+            .order_by(rule_events.c.id)
+        )
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
+
+    # -- writes --
+    def add(
+        self, rule: NewRule, *, reason: str = "created", run_id: str | None = None
+    ) -> tuple[RuleRecord, bool]:
+        """Store a new rule (version 1). A live rule with the same fingerprint is returned
+        instead, unchanged: (record, created)."""
+        existing = self.find_fingerprint(rule.fingerprint)
+        if existing is not None:
+            return existing, False
+        now = _now()
+        values = {
+            **rule.__dict__,
+            "rule_id": uuid.uuid4().hex[:12],
+            "version": 1,
+            "changes": {},
+            "created_at": now,
+            "updated_at": now,
+            "deleted_at": None,
+        }
+        with self.engine.begin() as connection:
+            connection.execute(rules.insert().values(**values))
+            connection.execute(
+                rule_events.insert().values(
+                    rule_id=values["rule_id"],
+                    version=1,
+                    from_status=None,
+                    to_status=rule.status,
+                    reason=reason,
+                    dagster_run_id=run_id,
+                    at=now,
+                )
+            )
+        return self.get(values["rule_id"]), True
+
+    def update(
+        self, rule_id: str, changes: dict[str, Any], *, reason: str, run_id: str | None = None
+    ) -> RuleRecord:
+        """A new version with ``changes`` applied; its ``changes`` column says old -> new."""
+        unknown = set(changes) - EDITABLE
+        if unknown:
+            raise RuleRepositoryError(
+                f"rule {rule_id}: fields {sorted(unknown)} cannot be updated; editable: {sorted(EDITABLE)}"
+            )
+        for attempt in range(VERSION_RETRIES):
+            current = self.get(rule_id)
+            diff = {
+                k: [getattr(current, k), v] for k, v in changes.items() if getattr(current, k) != v
+            }
+            row = {k: getattr(current, k) for k in RuleRecord.__dataclass_fields__} | changes
+            row |= {
+                "version": current.version + 1,
+                "changes": {"reason": reason, "fields": diff},
+                "updated_at": _now(),
+            }
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(rules.insert().values(**row))
+                    connection.execute(
+                        rule_events.insert().values(
+                            rule_id=rule_id,
+                            version=row["version"],
+                            from_status=current.status,
+                            to_status=current.status,
+                            reason=f"new version: {reason}",
+                            dagster_run_id=run_id,
+                            at=row["updated_at"],
+                        )
+                    )
+                return self.get(rule_id)
+            except sa.exc.IntegrityError:
+                time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))
+        raise RuleRepositoryError(
+            f"rule {rule_id}: {VERSION_RETRIES} concurrent writers kept taking the next version; retry later"
+        )
+
+    def set_status(
+        self, rule_id: str, status: str, *, reason: str, run_id: str | None = None
+    ) -> RuleRecord:
+        current = self.get(rule_id)
+        if status not in TRANSITIONS.get(current.status, set()):
+            allowed = sorted(TRANSITIONS.get(current.status, set())) or "none (final)"
+            raise InvalidTransitionError(
+                f"rule {rule_id} v{current.version}: cannot go from {current.status} to {status}; allowed: {allowed}"
+            )
+        now = _now()
+        with self.engine.begin() as connection:
+            updated = connection.execute(
+                rules.update()
+                .where(
+                    rules.c.rule_id == rule_id,
+                    rules.c.version == current.version,
+                    rules.c.status == current.status,
+                )
+                .values(status=status, updated_at=now)
+            )
+            if updated.rowcount != 1:
+                raise RuleRepositoryError(
+                    f"rule {rule_id} changed while its status was being set; retry"
+                )
+            connection.execute(
+                rule_events.insert().values(
+                    rule_id=rule_id,
+                    version=current.version,
+                    from_status=current.status,
+                    to_status=status,
+                    reason=reason,
+                    dagster_run_id=run_id,
+                    at=now,
+                )
+            )
+        return self.get(rule_id)
+
+    def delete(self, rule_id: str, *, reason: str, run_id: str | None = None) -> None:
+        """Soft delete: every version stays, marked deleted, out of searches."""
+        current = self.get(rule_id)
+        now = _now()
+        with self.engine.begin() as connection:
+            connection.execute(
+                rules.update().where(rules.c.rule_id == rule_id).values(deleted_at=now)
+            )
+            connection.execute(
+                rule_events.insert().values(
+                    rule_id=rule_id,
+                    version=current.version,
+                    from_status=current.status,
+                    to_status="deleted",
+                    reason=reason,
+                    dagster_run_id=run_id,
+                    at=now,
+                )
+            )
+
+    def record_evaluation(
+        self,
+        rule_id: str,
+        version: int,
+        *,
+        window: tuple[date, date],
+        rows: int,
+        fired_rows: int,
+        metrics: dict[str, float],
+        ci: tuple[float, float],
+        accepted: bool,
+        run_id: str | None,
+    ) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                rule_evaluations.insert().values(
+                    rule_id=rule_id,
+                    version=version,
+                    window_start=window[0],
+                    window_end=window[1],
+                    rows=rows,
+                    fired_rows=fired_rows,
+                    metrics=metrics,
+                    ci_low=ci[0],
+                    ci_high=ci[1],
+                    accepted=accepted,
+                    dagster_run_id=run_id,
+                    at=_now(),
+                )
+            )
+
+
+def _as_datetime(value: date | datetime, end_of_day: bool = False) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    moment = datetime.combine(value, datetime.max.time() if end_of_day else datetime.min.time())
+    return moment.replace(tzinfo=UTC)
