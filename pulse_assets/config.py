@@ -285,6 +285,47 @@ class FreshnessConfig(StrictModel):
     features_warn_hours: Annotated[float, Field(gt=0)] = 32
 
 
+class SymbolicRulesConfig(StrictModel):
+    quantiles: Annotated[int, Field(ge=2, le=20)] = 5
+    max_pair_features: Annotated[int, Field(ge=0, le=20)] = 6
+    fdr_q: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    min_support: Annotated[int, Field(ge=5)] = 15
+    max_rules: Annotated[int, Field(ge=1)] = 40
+
+
+class LLMRulesConfig(StrictModel):
+    """The GPT path: key from ``OPENAI_API_KEY``, endpoint from ``OPENAI_BASE_URL`` or here."""
+
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None
+    max_requests: Annotated[int, Field(ge=0)] = 2
+    max_tokens: Annotated[int, Field(ge=64)] = 1500
+    max_run_tokens: Annotated[int, Field(ge=64)] = 6000
+    timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    max_retries: Annotated[int, Field(ge=0)] = 2
+    max_rules: Annotated[int, Field(ge=1)] = 10
+    max_prompt_chars: Annotated[int, Field(ge=1000)] = 8000
+
+
+class RuleEvaluationConfig(StrictModel):
+    resamples: Annotated[int, Field(ge=100)] = 1000
+    block_days: Annotated[int, Field(ge=1)] = 5
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    seed: int = 11
+    max_active: Annotated[int, Field(ge=1)] = 5
+
+
+class RulesConfig(StrictModel):
+    """Rules are mined on the earlier ``mining_share`` of the champion's retrodiction windows
+    in the last ``window_days`` and evaluated on the later ones only."""
+
+    window_days: Annotated[int, Field(ge=30)] = 730
+    mining_share: Annotated[float, Field(gt=0.2, lt=0.9)] = 0.6
+    symbolic: SymbolicRulesConfig = SymbolicRulesConfig()
+    llm: LLMRulesConfig = LLMRulesConfig()
+    evaluation: RuleEvaluationConfig = RuleEvaluationConfig()
+
+
 class SqlConfig(StrictModel):
     """The metrics and audit store: null means sqlite in PULSE_HOME (pulse.db)."""
 
@@ -301,6 +342,7 @@ class Settings(StrictModel):
     training: TrainingConfig
     drift: DriftConfig = DriftConfig()
     freshness: FreshnessConfig = FreshnessConfig()
+    rules: RulesConfig = RulesConfig()
 
     @field_validator("sources")
     @classmethod

@@ -27,6 +27,7 @@ from pulse_assets.defs.resources import (
     RegistryResource,
     SqlStoreResource,
 )
+from pulse_assets.defs.rules import build_rule_assets
 from pulse_assets.defs.training import build_training_assets, build_training_jobs
 
 # BackfillPolicy, Output(data_version=...) and freshness are stable in use here but labelled beta.
@@ -42,6 +43,7 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         *build_training_assets(settings),
         *build_evaluation_assets(settings, partitions),
         *build_drift_assets(settings, partitions),
+        *build_rule_assets(settings),
     ]
 
 

@@ -19,6 +19,7 @@ class Reply:
     body: Any = None
     raw: bytes | None = None
     delay_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -35,13 +36,21 @@ class Script:
 
 def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+            length = int(self.headers.get("Content-Length") or 0)
+            self.answer(json.loads(self.rfile.read(length) or b"null"))
+
         def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+            self.answer(None)
+
+        def answer(self, body: Any) -> None:
             url = urlparse(self.path)
             script.requests.append(
                 {
                     "path": url.path,
                     "query": {k: v[0] for k, v in parse_qs(url.query).items()},
                     "authorization": self.headers.get("Authorization"),
+                    "body": body,
                 }
             )
             reply = script.next_reply()
@@ -52,6 +61,8 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
             except (BrokenPipeError, ConnectionResetError):

@@ -14,6 +14,7 @@ from pulse_assets.defs.resources import RegistryResource, SqlStoreResource
 from pulse_assets.defs.training import MODEL_KEY, trained_through
 from pulse_assets.errors import PulseError
 from pulse_assets.evaluation.retrodiction import retrodict, window_metrics
+from pulse_assets.rules.loop import active_rules
 from pulse_assets.training.registry import CHAMPION, ModelRegistry, ModelVersionInfo
 
 RETRODICTION_KEY = dg.AssetKey(["evaluation", "retrodiction"])
@@ -50,8 +51,10 @@ def build_evaluation_assets(
         group_name="evaluation",
         description=(
             "For each day t, the champion's forecast from features known at t, the actual (the next "
-            "trading day's label), the error, and the naive persistence forecast. Reads the champion "
-            "from the registry: the model the latest training round promoted."
+            "trading day's label), the error, the naive persistence forecast, and the forecast adjusted "
+            "by the active rules. Reads the champion from the registry (the model the latest training "
+            "round promoted) and the active rules from the rule repository (what the latest rule round "
+            "promoted)."
         ),
         ins={
             "features": dg.AssetIn(
@@ -85,6 +88,7 @@ def build_evaluation_assets(
         window = context.partition_time_window
         start, end = window.start.date(), window.end.date()
         feature_names = list(module.feature_names)
+        rules = active_rules(sql_store.rules(), labels)
         frame = retrodict(
             module,
             features,
@@ -95,11 +99,25 @@ def build_evaluation_assets(
             end,
             champion.version,
             trained_through(champion.tags),
+            [rule for _, rule in rules],
         )
         metadata = frame_metadata(frame) | {
             "model_version": champion.version,
             "in_sample_rows": int(frame["in_sample"].sum()),
         }
+        metadata["active_rules"] = ", ".join(record.rule_id for record, _ in rules) or "none"
+        for label, figures in window_metrics(frame, labels, "adjusted").items():
+            metadata[f"{label}_adjusted_rmse"] = figures["model"]["rmse"]
+            sql_store.metrics().record(
+                model_name=model_registry.model_name,
+                model_version=champion.version,
+                scope="retrodiction_with_rules",
+                window=(start, end - timedelta(days=1)),
+                label=label,
+                metrics=figures,
+                rows=frame.drop_nulls(f"actual_{label}").height,
+                run_id=context.run.run_id,
+            )
         scores = window_metrics(frame, labels)
         for label, figures in scores.items():
             for name in ("rmse", "mae", "theil_u2", "mbe"):

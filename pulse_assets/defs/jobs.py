@@ -6,6 +6,7 @@ import dagster as dg
 
 MAIN_JOB = "pulse_main"
 EVALUATE_JOB = "evaluate"
+RULES_JOB = "rules"
 
 
 def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
@@ -19,4 +20,9 @@ def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
         selection=dg.AssetSelection.groups("evaluation", "drift"),
         description="Retrodiction and drift checks of the champion over a partition range (a backfill).",
     )
-    return [main, evaluate]
+    rules = dg.define_asset_job(
+        RULES_JOB,
+        selection=dg.AssetSelection.groups("rules"),
+        description="One turn of the rule loop: propose, evaluate, promote.",
+    )
+    return [main, evaluate, rules]

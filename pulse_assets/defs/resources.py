@@ -9,6 +9,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from pulse_assets.metrics.store import MetricsStore
+from pulse_assets.rules.repository import RuleRepository
 from pulse_assets.storage import PartitionStore
 from pulse_assets.storage.partition_store import UNPARTITIONED_KEY
 from pulse_assets.storage.sql import connect
@@ -73,6 +74,9 @@ class SqlStoreResource(dg.ConfigurableResource):
 
     def metrics(self) -> MetricsStore:
         return MetricsStore(self.engine())
+
+    def rules(self) -> RuleRepository:
+        return RuleRepository(self.engine())
 
 
 class RegistryResource(dg.ConfigurableResource):

@@ -232,6 +232,14 @@ class RuleRepository:
         with self.engine.connect() as connection:
             return [dict(row) for row in connection.execute(query).mappings()]
 
+    def evaluations(self, rule_id: str | None = None) -> list[dict[str, Any]]:
+        """Stored evaluations, newest first (of one rule, or of all)."""
+        query = sa.select(rule_evaluations).order_by(rule_evaluations.c.id.desc())
+        if rule_id is not None:
+            query = query.where(rule_evaluations.c.rule_id == rule_id)
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
+
     # -- writes --
     def add(
         self, rule: NewRule, *, reason: str = "created", run_id: str | None = None

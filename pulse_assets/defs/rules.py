@@ -1,0 +1,164 @@
+"""The rule loop as assets: candidates -> evaluations -> active rules."""
+
+import dagster as dg
+import polars as pl
+
+from pulse_assets.config import Settings
+from pulse_assets.defs.evaluation import RETRODICTION_KEY, require_champion
+from pulse_assets.defs.features import FEATURES_KEY
+from pulse_assets.defs.metadata import markdown_table
+from pulse_assets.defs.resources import PartitionStoreResource, RegistryResource, SqlStoreResource
+from pulse_assets.rules.loop import evaluate_drafts, promote, propose, rule_frame
+
+CANDIDATES_KEY = dg.AssetKey(["rules", "rule_candidates"])
+EVALUATIONS_KEY = dg.AssetKey(["rules", "rule_evaluations"])
+ACTIVE_KEY = dg.AssetKey(["rules", "active_rules"])
+
+
+def _records_table(
+    records, columns=("rule_id", "source", "status", "confidence", "definition")
+) -> dg.MetadataValue:
+    rows = [{c: getattr(r, c) for c in columns} for r in records]
+    return markdown_table(
+        pl.DataFrame(rows) if rows else pl.DataFrame({c: [] for c in columns}), max_rows=40
+    )
+
+
+def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    config, labels = settings.rules, settings.training.labels
+
+    @dg.asset(
+        key=CANDIDATES_KEY,
+        group_name="rules",
+        description=(
+            "Rule candidates from the champion's retrodiction errors on the earlier "
+            f"{config.mining_share:.0%} of its out-of-sample windows: a symbolic miner (quantile bins and "
+            "bin pairs, Welch t-test, Benjamini-Hochberg) and, when OPENAI_API_KEY is set, an LLM. Stored "
+            "in the rule repository as draft (or rejected with the parser's reason)."
+        ),
+        deps=[RETRODICTION_KEY, FEATURES_KEY],
+        kinds={"sql"},
+    )
+    def rule_candidates(
+        context: dg.AssetExecutionContext,
+        partition_store: PartitionStoreResource,
+        registry: RegistryResource,
+        sql_store: SqlStoreResource,
+    ) -> dg.MaterializeResult:
+        champion = require_champion(registry.get())
+        data = rule_frame(partition_store.get(), champion.version, config)
+        model_info = {
+            "model": {
+                "name": registry.model_name,
+                "version": champion.version,
+                "type": settings.training.model.kind,
+                "training_period": champion.tags.get("partition_range", ""),
+            }
+        }
+        report = propose(data, sql_store.rules(), config, labels, model_info, context.run.run_id)
+        context.log.info(f"LLM step: {report.llm.status}")
+        return dg.MaterializeResult(
+            metadata={
+                "champion_version": champion.version,
+                "mining_windows": f"{report.mining_windows[0]}...{report.mining_windows[1]}",
+                "patterns_found": report.patterns,
+                "new_candidates": len(report.created),
+                "duplicates_of_stored_rules": len(report.duplicates),
+                "rejected_invalid": len(report.rejected),
+                "llm": report.llm.status,
+                "candidates": _records_table(report.created + report.rejected),
+            }
+        )
+
+    @dg.asset(
+        key=EVALUATIONS_KEY,
+        group_name="rules",
+        description=(
+            f"Every draft rule against the model on the later {1 - config.mining_share:.0%} of the windows "
+            f"only: rmse, mae, r2 and a paired block-bootstrap {config.evaluation.confidence:.0%} interval "
+            "of the RMSE improvement, vectorized over all rules. Accepted when the lower bound is above 0."
+        ),
+        deps=[CANDIDATES_KEY],
+        kinds={"sql"},
+    )
+    def rule_evaluations(
+        context: dg.AssetExecutionContext,
+        partition_store: PartitionStoreResource,
+        registry: RegistryResource,
+        sql_store: SqlStoreResource,
+    ) -> dg.MaterializeResult:
+        champion = require_champion(registry.get())
+        data = rule_frame(partition_store.get(), champion.version, config)
+        results, window = evaluate_drafts(
+            data.frame, sql_store.rules(), config, labels, context.run.run_id
+        )
+        table = (
+            pl.DataFrame(
+                [
+                    {
+                        "rule_id": r.record.rule_id,
+                        "status": r.record.status,
+                        "fired": r.fired_rows,
+                        "improvement": round(r.metrics["improvement"], 6),
+                        "ci_low": round(r.metrics["ci_low"], 6),
+                        "ci_high": round(r.metrics["ci_high"], 6),
+                        "definition": r.record.definition,
+                    }
+                    for r in results
+                ]
+            )
+            if results
+            else pl.DataFrame({"rule_id": []})
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "evaluation_windows": f"{window[0]}...{window[1]}",
+                "evaluated": len(results),
+                "accepted": sum(r.accepted for r in results),
+                "evaluations": markdown_table(
+                    table.sort("ci_low", descending=True) if results else table, max_rows=40
+                ),
+            }
+        )
+
+    @dg.asset(
+        key=ACTIVE_KEY,
+        group_name="rules",
+        description=(
+            f"The active rule set: greedy forward selection (at most {config.evaluation.max_active}) over "
+            "accepted and active rules on the evaluation windows, skipping rules that conflict (same label, "
+            "overlapping conditions, opposite effects); the others retire. Retrodiction applies these next."
+        ),
+        deps=[EVALUATIONS_KEY],
+        kinds={"sql"},
+    )
+    def active_rules(
+        context: dg.AssetExecutionContext,
+        partition_store: PartitionStoreResource,
+        registry: RegistryResource,
+        sql_store: SqlStoreResource,
+    ) -> dg.MaterializeResult:
+        champion = require_champion(registry.get())
+        data = rule_frame(partition_store.get(), champion.version, config)
+        result = promote(data.frame, sql_store.rules(), config, labels, context.run.run_id)
+        explanations = (
+            "\n".join(
+                f"- **{r.rule_id}** `{r.definition}`: {r.description}; {r.explanation}"
+                for r in result.active
+            )
+            or "No rule is active: none was accepted, or none lowered the RMSE on the evaluation windows."
+        )
+        metadata = {
+            "active": len(result.active),
+            "retired": len(result.retired),
+            "conflicts": dg.MetadataValue.json([list(c) for c in result.conflicts]),
+            "active_rules": dg.MetadataValue.md(explanations),
+        }
+        if result.rmse_before is not None:
+            metadata |= {
+                "evaluation_rmse_model": result.rmse_before,
+                "evaluation_rmse_with_rules": result.rmse_after,
+            }
+        return dg.MaterializeResult(metadata=metadata)
+
+    return [rule_candidates, rule_evaluations, active_rules]
