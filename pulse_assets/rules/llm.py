@@ -182,11 +182,20 @@ def generate(
         if not proposals:
             notes.append(f"answer had no rules in JSON or text format: {content[:120]!r}")
             break
+        seen = {rule.fingerprint for _, rule in outcome.accepted} | {
+            p.definition for p, _ in outcome.rejected
+        }
         for proposal in proposals[: settings.max_rules - len(outcome.accepted)]:
             try:
-                outcome.accepted.append((proposal, parse(proposal.definition, features, labels)))
+                rule = parse(proposal.definition, features, labels)
             except PulseError as error:
-                outcome.rejected.append((proposal, str(error).splitlines()[0]))
+                if proposal.definition not in seen:
+                    outcome.rejected.append((proposal, str(error).splitlines()[0]))
+                    seen.add(proposal.definition)
+                continue
+            if rule.fingerprint not in seen:
+                outcome.accepted.append((proposal, rule))
+                seen.add(rule.fingerprint)
         if len(outcome.accepted) >= settings.max_rules:
             break
         messages += [

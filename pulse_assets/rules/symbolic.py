@@ -88,7 +88,10 @@ def find_patterns(
     frame: pl.DataFrame, features: list[str], label: str, settings: MinerSettings
 ) -> list[Pattern]:
     """Significant single-bin and two-bin patterns of ``error_<label>`` (forecast - actual)."""
-    data = frame.drop_nulls([f"error_{label}", *features])
+    columns = [f"error_{label}", *features]
+    data = frame.drop_nulls(columns).filter(
+        pl.all_horizontal(pl.col(c).cast(pl.Float64).is_finite() for c in columns)
+    )
     residuals = data.get_column(f"error_{label}").to_numpy().astype(np.float64)
     singles: list[tuple[str, str, pl.Expr, Pattern]] = []
     for feature in sorted(features):
@@ -171,7 +174,10 @@ def mine_rules(
     frame: pl.DataFrame, features: list[str], label: str, settings: MinerSettings
 ) -> list[Candidate]:
     """Correction rules for the significant patterns, best estimated impact first, deduplicated."""
-    usable = frame.drop_nulls([f"forecast_{label}", f"actual_{label}", f"error_{label}"])
+    needed = [f"forecast_{label}", f"actual_{label}", f"error_{label}"]
+    usable = frame.drop_nulls(needed).filter(
+        pl.all_horizontal(pl.col(c).is_finite() for c in needed)
+    )
     candidates: dict[str, Candidate] = {}
     for pattern in find_patterns(usable, features, label, settings):
         definition, gain = _correction(usable, pattern, label)

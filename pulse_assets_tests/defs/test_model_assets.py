@@ -178,3 +178,96 @@ def test_freshness_and_automation_are_declared(world):
     assert automation.default_status == dg.DefaultSensorStatus.RUNNING
     schedule = defs.get_schedule_def("retrain_schedule")
     assert schedule.tags[TRIGGER_TAG] == "schedule" and schedule.job_name == "retrain"
+
+
+def test_the_rule_loop_with_an_openai_compatible_endpoint(world, monkeypatch):
+    import json as _json
+
+    from pulse_assets.defs.rules import ACTIVE_KEY, CANDIDATES_KEY, EVALUATIONS_KEY
+    from pulse_assets.rules.repository import RuleRepository
+    from pulse_assets_tests.http_server import Reply, scripted_server
+
+    settings = world["settings"]
+    assert materialize(world, [RETRODICTION_KEY], "2016-11-02", "2016-12-31").success
+    answer = {
+        "rules": [
+            {
+                "name": "calm damping",
+                "definition": "IF sp500_log_return_rolling_volatility_5 < 1 THEN sp500_abs_return_next *= 0.97",
+                "impact": "small",
+                "confidence": "low",
+                "explanation": "the model runs hot",
+            },
+            {
+                "name": "bad",
+                "definition": "IF __import__('os') THEN sp500_abs_return_next *= 2",
+                "impact": "",
+                "confidence": "low",
+                "explanation": "",
+            },
+        ]
+    }
+    completion = {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": _json.dumps(answer)},
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+    }
+    with scripted_server([Reply(body=completion)]) as (url, script):
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("OPENAI_BASE_URL", f"{url}/v1")
+        result = dg.materialize(
+            build_assets(settings),
+            selection=[CANDIDATES_KEY, EVALUATIONS_KEY, ACTIVE_KEY],
+            resources=build_resources(settings),
+            instance=world["instance"],
+        )
+    assert result.success
+    prompt = script.requests[0]["body"]["messages"][1]["content"]
+    assert "sp500_log_return_rolling_volatility_5" in prompt and '"version": "1"' in prompt
+    candidates = {
+        k: v.value
+        for k, v in result.asset_materializations_for_node("rules__rule_candidates")[
+            0
+        ].metadata.items()
+    }
+    assert candidates["llm"].startswith("1 valid and 1 invalid rule(s) from gpt-4o-mini")
+    repository = RuleRepository(connect(settings.sql.url))
+    llm_rules = repository.search(source="llm", limit=10).items
+    statuses = {r.definition: r.status for r in llm_rules}
+    assert statuses["IF __import__('os') THEN sp500_abs_return_next *= 2"] == "rejected"
+    damping = next(
+        r
+        for r in llm_rules
+        if r.definition.startswith("IF sp500_log_return_rolling_volatility_5 < 1")
+    )
+    assert damping.status in {"active", "retired", "rejected"}
+    assert [e["to_status"] for e in repository.events(damping.rule_id)][:3] == [
+        "draft",
+        "evaluated",
+        damping.status if damping.status == "rejected" else "accepted",
+    ]
+    evaluation = repository.evaluations(damping.rule_id)[0]
+    assert evaluation["ci_low"] <= evaluation["metrics"]["improvement"] <= evaluation["ci_high"]
+
+    assert materialize(world, [RETRODICTION_KEY], "2016-12-01", "2016-12-31").success
+    frame = PartitionStore(settings.store.root).read_range(
+        "evaluation/retrodiction", "2016-12-01", "2016-12-31"
+    )
+    active = repository.search(status="active").items
+    if any(r.rule_id == damping.rule_id for r in active):
+        assert (
+            frame["adjusted_sp500_abs_return_next"] - frame["forecast_sp500_abs_return_next"] * 0.97
+        ).abs().max() < 1e-12
+    else:
+        assert frame["adjusted_sp500_abs_return_next"].equals(
+            frame["forecast_sp500_abs_return_next"]
+        )

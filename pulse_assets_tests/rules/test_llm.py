@@ -11,20 +11,46 @@ from pulse_assets_tests.http_server import Reply, scripted_server
 
 FEATURES = ["vol_20d_z", "tweet_count_z", "polls_margin"]
 LABELS = ["sp500_abs_return_next"]
-CONTEXT = {"model": {"type": "gru", "version": "3"}, "feature_names": FEATURES, "label_names": LABELS,
-           "error_patterns": [{"condition": "vol_20d_z >= 1.2", "mean_residual": -0.002}]}
+CONTEXT = {
+    "model": {"type": "gru", "version": "3"},
+    "feature_names": FEATURES,
+    "label_names": LABELS,
+    "error_patterns": [{"condition": "vol_20d_z >= 1.2", "mean_residual": -0.002}],
+}
 
 
 def completion(content=None, refusal=None, tokens=120) -> dict:
-    return {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": "test-model",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": content, "refusal": refusal}}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": tokens - 100, "total_tokens": tokens}}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": "test-model",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": content, "refusal": refusal},
+            }
+        ],
+        "usage": {"prompt_tokens": 100, "completion_tokens": tokens - 100, "total_tokens": tokens},
+    }
 
 
 def structured(*definitions: str) -> str:
-    return json.dumps({"rules": [{"name": f"r{i}", "definition": d, "impact": "-3% rmse", "confidence": "medium",
-                                  "explanation": "calm markets"} for i, d in enumerate(definitions)]})
+    return json.dumps(
+        {
+            "rules": [
+                {
+                    "name": f"r{i}",
+                    "definition": d,
+                    "impact": "-3% rmse",
+                    "confidence": "medium",
+                    "explanation": "calm markets",
+                }
+                for i, d in enumerate(definitions)
+            ]
+        }
+    )
 
 
 @pytest.fixture
@@ -32,23 +58,46 @@ def settings(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
 
     def build(url: str, **changes) -> LLMRulesConfig:
-        return LLMRulesConfig(**({"model": "test-model", "base_url": f"{url}/v1", "timeout_s": 2.0, "max_retries": 1,
-                                  "max_requests": 1} | changes))
+        return LLMRulesConfig(
+            **(
+                {
+                    "model": "test-model",
+                    "base_url": f"{url}/v1",
+                    "timeout_s": 2.0,
+                    "max_retries": 1,
+                    "max_requests": 1,
+                }
+                | changes
+            )
+        )
 
     return build
 
 
 def test_structured_rules_are_parsed_and_the_request_is_bounded(settings):
-    reply = Reply(body=completion(structured("IF vol_20d_z > 2 THEN sp500_abs_return_next *= 1.15",
-                                             "IF tweet_count_z > 1 AND polls_margin < 0 THEN sp500_abs_return_next += 0.002")))
+    reply = Reply(
+        body=completion(
+            structured(
+                "IF vol_20d_z > 2 THEN sp500_abs_return_next *= 1.15",
+                "IF tweet_count_z > 1 AND polls_margin < 0 THEN sp500_abs_return_next += 0.002",
+            )
+        )
+    )
     with scripted_server([reply]) as (url, script):
         outcome = generate(settings(url), CONTEXT, FEATURES, LABELS)
     assert [rule.canonical() for _, rule in outcome.accepted] == [
         "IF vol_20d_z > 2 THEN sp500_abs_return_next *= 1.15",
-        "IF (polls_margin < 0) AND (tweet_count_z > 1) THEN sp500_abs_return_next += 0.002"]
-    assert outcome.requests == 1 and outcome.tokens == 120 and "2 valid and 0 invalid" in outcome.status
+        "IF (polls_margin < 0) AND (tweet_count_z > 1) THEN sp500_abs_return_next += 0.002",
+    ]
+    assert (
+        outcome.requests == 1
+        and outcome.tokens == 120
+        and "2 valid and 0 invalid" in outcome.status
+    )
     request = script.requests[0]
-    assert request["path"] == "/v1/chat/completions" and request["authorization"] == "Bearer sk-test"
+    assert (
+        request["path"] == "/v1/chat/completions" and request["authorization"] == "Bearer sk-test"
+    )
     body = request["body"]
     assert body["model"] == "test-model" and body["max_tokens"] == 1500
     assert body["response_format"]["type"] == "json_schema"
@@ -58,30 +107,49 @@ def test_structured_rules_are_parsed_and_the_request_is_bounded(settings):
 
 
 def test_the_plans_text_format_is_accepted(settings):
-    text = ("RULE 1: calm trend\nDEFINITION: IF vol_20d_z < -1 THEN sp500_abs_return_next *= 0.9\n"
-            "IMPACT: -2% rmse\nCONFIDENCE: High\nEXPLANATION: the model overreacts in calm markets\n")
+    text = (
+        "RULE 1: calm trend\nDEFINITION: IF vol_20d_z < -1 THEN sp500_abs_return_next *= 0.9\n"
+        "IMPACT: -2% rmse\nCONFIDENCE: High\nEXPLANATION: the model overreacts in calm markets\n"
+    )
     with scripted_server([Reply(body=completion(text))]) as (url, _):
         outcome = generate(settings(url), CONTEXT, FEATURES, LABELS)
     proposal, rule = outcome.accepted[0]
-    assert rule.adjustment.op == "*=" and proposal.confidence == "high" and proposal.name == "calm trend"
+    assert (
+        rule.adjustment.op == "*="
+        and proposal.confidence == "high"
+        and proposal.name == "calm trend"
+    )
 
 
 def test_malformed_json_yields_no_rules_and_says_so(settings):
-    with scripted_server([Reply(body=completion('{"rules": [{"name": "x", "definition": '))]) as (url, _):
+    with scripted_server([Reply(body=completion('{"rules": [{"name": "x", "definition": '))]) as (
+        url,
+        _,
+    ):
         outcome = generate(settings(url), CONTEXT, FEATURES, LABELS)
     assert not outcome.accepted and "answer had no rules in JSON or text format" in outcome.status
 
 
 def test_a_refusal_is_reported(settings):
-    with scripted_server([Reply(body=completion(None, refusal="I can't help with that."))]) as (url, _):
+    with scripted_server([Reply(body=completion(None, refusal="I can't help with that."))]) as (
+        url,
+        _,
+    ):
         outcome = generate(settings(url), CONTEXT, FEATURES, LABELS)
-    assert not outcome.accepted and outcome.status.endswith("refused by the model: I can't help with that.")
+    assert not outcome.accepted and outcome.status.endswith(
+        "refused by the model: I can't help with that."
+    )
 
 
 def test_429_then_success_is_retried_by_the_sdk(settings):
-    replies = [Reply(status=429, body={"error": {"message": "slow down", "type": "rate_limit"}},
-                     headers={"Retry-After": "0"}),
-               Reply(body=completion(structured("IF vol_20d_z > 2 THEN sp500_abs_return_next *= 1.1")))]
+    replies = [
+        Reply(
+            status=429,
+            body={"error": {"message": "slow down", "type": "rate_limit"}},
+            headers={"Retry-After": "0"},
+        ),
+        Reply(body=completion(structured("IF vol_20d_z > 2 THEN sp500_abs_return_next *= 1.1"))),
+    ]
     with scripted_server(replies) as (url, script):
         outcome = generate(settings(url), CONTEXT, FEATURES, LABELS)
     assert len(script.requests) == 2 and len(outcome.accepted) == 1
@@ -92,14 +160,22 @@ def test_a_hang_past_the_timeout_fails_the_llm_step_only(settings):
         started = time.perf_counter()
         outcome = generate(settings(url, timeout_s=0.5, max_retries=1), CONTEXT, FEATURES, LABELS)
         assert time.perf_counter() - started < 4.5
-    assert outcome.status.startswith("failed: no answer within 0.5 s after 1 retries"), outcome.status
+    assert outcome.status.startswith("failed: no answer within 0.5 s after 1 retries"), (
+        outcome.status
+    )
     assert len(script.requests) == 2
 
 
 def test_code_injection_and_unknown_names_are_rejected_with_reasons(settings):
-    reply = Reply(body=completion(structured("IF __import__('os').system('rm -rf /') THEN sp500_abs_return_next *= 2",
-                                             "IF secret_feature > 1 THEN sp500_abs_return_next *= 2",
-                                             "IF vol_20d_z > 1 THEN other_label += 1")))
+    reply = Reply(
+        body=completion(
+            structured(
+                "IF __import__('os').system('rm -rf /') THEN sp500_abs_return_next *= 2",
+                "IF secret_feature > 1 THEN sp500_abs_return_next *= 2",
+                "IF vol_20d_z > 1 THEN other_label += 1",
+            )
+        )
+    )
     with scripted_server([reply]) as (url, _):
         outcome = generate(settings(url), CONTEXT, FEATURES, LABELS)
     reasons = [reason for _, reason in outcome.rejected]
@@ -112,7 +188,9 @@ def test_code_injection_and_unknown_names_are_rejected_with_reasons(settings):
 def test_without_a_key_the_step_is_skipped_plainly(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     outcome = generate(LLMRulesConfig(), CONTEXT, FEATURES, LABELS)
-    assert outcome.status == "skipped: OPENAI_API_KEY is not set, so only the symbolic generator ran"
+    assert (
+        outcome.status == "skipped: OPENAI_API_KEY is not set, so only the symbolic generator ran"
+    )
 
 
 def test_prompt_data_is_bounded():
