@@ -49,8 +49,7 @@ def main() -> None:
     from pulse_assets.defs.evaluation import RETRODICTION_KEY
     from pulse_assets.defs.partitions import range_tags
     from pulse_assets.storage import PartitionStore
-    from pulse_assets.training.orchestrator import run_training
-    from pulse_assets_tests.conftest import populate_store, small_config
+    from pulse_assets_tests.conftest import populate_store, small_config, train_champion
 
     settings = Settings.model_validate(
         small_config(
@@ -58,17 +57,8 @@ def main() -> None:
         )
     )
     populate_store(settings, date(2014, 1, 1), date(2016, 12, 31))
+    train_champion(settings, home / "ck")
     resources = build_resources(settings)
-    run_training(
-        config=settings.training,
-        store=resources["partition_store"].get(),
-        registry=resources["registry"].get(),
-        metrics=resources["sql_store"].metrics(),
-        checkpoints_root=home / "ck",
-        trigger="manual",
-        run_id=None,
-        log=lambda m: None,
-    )
     assets = build_assets(settings)
     last = date(2016, 12, 30)
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}

@@ -151,3 +151,21 @@ def trained_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     settings = Settings.model_validate(raw)
     populate_store(settings, date(2015, 1, 1), date(2016, 12, 31))
     return {"tmp": tmp, "raw": raw, "settings": settings}
+
+
+def train_champion(settings: Settings, checkpoints_root: Path) -> None:
+    """One training round straight through the domain code: version 1 becomes champion."""
+    from pulse_assets.definitions import build_resources
+    from pulse_assets.training.orchestrator import run_training
+
+    resources = build_resources(settings)
+    run_training(
+        config=settings.training,
+        store=resources["partition_store"].get(),
+        registry=resources["registry"].get(),
+        metrics=resources["sql_store"].metrics(),
+        checkpoints_root=checkpoints_root,
+        trigger="manual",
+        run_id=None,
+        log=lambda message: None,
+    )

@@ -106,34 +106,25 @@ def build_evaluation_assets(
             "in_sample_rows": int(frame["in_sample"].sum()),
         }
         metadata["active_rules"] = ", ".join(record.rule_id for record, _ in rules) or "none"
-        for label, figures in window_metrics(frame, labels, "adjusted").items():
-            metadata[f"{label}_adjusted_rmse"] = figures["model"]["rmse"]
-            sql_store.metrics().record(
-                model_name=model_registry.model_name,
-                model_version=champion.version,
-                scope="retrodiction_with_rules",
-                window=(start, end - timedelta(days=1)),
-                label=label,
-                metrics=figures,
-                rows=frame.drop_nulls(f"actual_{label}").height,
-                run_id=context.run.run_id,
-            )
-        scores = window_metrics(frame, labels)
-        for label, figures in scores.items():
-            for name in ("rmse", "mae", "theil_u2", "mbe"):
-                metadata[f"{label}_{name}"] = figures["model"][name]
-                metadata[f"{label}_naive_{name}"] = figures["naive"][name]
-            known = frame.drop_nulls(f"actual_{label}").height
-            sql_store.metrics().record(
-                model_name=model_registry.model_name,
-                model_version=champion.version,
-                scope="retrodiction",
-                window=(start, end - timedelta(days=1)),
-                label=label,
-                metrics=figures,
-                rows=known,
-                run_id=context.run.run_id,
-            )
+        metrics_store = sql_store.metrics()
+        for scope, prefix, key in (
+            ("retrodiction", "forecast", ""),
+            ("retrodiction_with_rules", "adjusted", "_adjusted"),
+        ):
+            for label, figures in window_metrics(frame, labels, prefix).items():
+                for name in ("rmse", "mae", "theil_u2", "mbe"):
+                    metadata[f"{label}{key}_{name}"] = figures["model"][name]
+                    metadata[f"{label}_naive_{name}"] = figures["naive"][name]
+                metrics_store.record(
+                    model_name=model_registry.model_name,
+                    model_version=champion.version,
+                    scope=scope,
+                    window=(start, end - timedelta(days=1)),
+                    label=label,
+                    metrics=figures,
+                    rows=frame.drop_nulls(f"actual_{label}").height,
+                    run_id=context.run.run_id,
+                )
         metadata["compute_seconds"] = time.perf_counter() - started
         yield versioned_output(frame, metadata)
 

@@ -24,6 +24,14 @@ def _records_table(
     )
 
 
+def _champion_windows(
+    settings: Settings, partition_store: PartitionStoreResource, registry: RegistryResource
+):
+    """The champion and its retrodiction windows with features: what every rule asset reads."""
+    champion = require_champion(registry.get())
+    return champion, rule_frame(partition_store.get(), champion.version, settings.rules)
+
+
 def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     config, labels = settings.rules, settings.training.labels
 
@@ -45,8 +53,7 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         registry: RegistryResource,
         sql_store: SqlStoreResource,
     ) -> dg.MaterializeResult:
-        champion = require_champion(registry.get())
-        data = rule_frame(partition_store.get(), champion.version, config)
+        champion, data = _champion_windows(settings, partition_store, registry)
         model_info = {
             "model": {
                 "name": registry.model_name,
@@ -87,8 +94,7 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         registry: RegistryResource,
         sql_store: SqlStoreResource,
     ) -> dg.MaterializeResult:
-        champion = require_champion(registry.get())
-        data = rule_frame(partition_store.get(), champion.version, config)
+        champion, data = _champion_windows(settings, partition_store, registry)
         results, window = evaluate_drafts(
             data.frame, sql_store.rules(), config, labels, context.run.run_id
         )
@@ -138,8 +144,7 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         registry: RegistryResource,
         sql_store: SqlStoreResource,
     ) -> dg.MaterializeResult:
-        champion = require_champion(registry.get())
-        data = rule_frame(partition_store.get(), champion.version, config)
+        champion, data = _champion_windows(settings, partition_store, registry)
         result = promote(data.frame, sql_store.rules(), config, labels, context.run.run_id)
         explanations = (
             "\n".join(

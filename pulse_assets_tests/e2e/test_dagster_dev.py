@@ -17,9 +17,7 @@ import pytest
 import yaml
 
 from pulse_assets.config import REPO_ROOT, Settings
-from pulse_assets.definitions import build_resources
-from pulse_assets.training.orchestrator import run_training
-from pulse_assets_tests.conftest import populate_store, small_config
+from pulse_assets_tests.conftest import populate_store, small_config, train_champion
 
 pytestmark = pytest.mark.e2e
 FIRST, LAST = date(2016, 11, 2), date(2016, 12, 15)
@@ -61,17 +59,7 @@ def served(tmp_path):
     populate_store(settings, date(2015, 1, 1), date(2016, 12, 31))
     config_file = tmp_path / "pulse.yaml"
     config_file.write_text(yaml.safe_dump(json.loads(json.dumps(raw, default=str))))
-    resources = build_resources(settings)
-    run_training(
-        config=settings.training,
-        store=resources["partition_store"].get(),
-        registry=resources["registry"].get(),
-        metrics=resources["sql_store"].metrics(),
-        checkpoints_root=tmp_path / "checkpoints",
-        trigger="manual",
-        run_id=None,
-        log=lambda m: None,
-    )
+    train_champion(settings, tmp_path / "checkpoints")
     dagster_home = tmp_path / "dagster"
     dagster_home.mkdir()
     shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
