@@ -64,3 +64,25 @@ def test_missing_file_and_bad_yaml_are_clear(tmp_path):
 def test_pulse_home_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("PULSE_HOME", str(tmp_path / "elsewhere"))
     assert pulse_home() == (tmp_path / "elsewhere").resolve()
+
+
+def test_tracking_uri_defaults_to_sqlite_in_pulse_home_and_the_environment_overrides(
+    monkeypatch, tmp_path
+):
+    from pulse_assets.config import tracking_uri
+
+    monkeypatch.setenv("PULSE_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = load_settings()
+    assert tracking_uri(settings) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri(settings) == "http://127.0.0.1:5000"
+
+
+def test_training_labels_must_be_configured_labels(tmp_path):
+    raw = default_config()
+    raw["training"]["labels"] = ["tomorrow_weather"]
+    with pytest.raises(
+        ConfigError, match=r"training.labels names unknown label\(s\) \['tomorrow_weather'\]"
+    ):
+        load_settings(write_config(tmp_path, raw))

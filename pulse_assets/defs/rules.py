@@ -60,7 +60,13 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 "version": champion.version,
                 "type": settings.training.model.kind,
                 "training_period": champion.tags.get("partition_range", ""),
-            }
+            },
+            "holdout_metrics": {
+                f"{r.label}.{r.metric}": {"model": r.value, "naive": r.naive_value}
+                for r in sql_store.metrics().history(
+                    registry.model_name, champion.version, "holdout"
+                )
+            },
         }
         report = propose(data, sql_store.rules(), config, labels, model_info, context.run.run_id)
         context.log.info(f"LLM step: {report.llm.status}")

@@ -233,6 +233,7 @@ def test_the_rule_loop_with_an_openai_compatible_endpoint(world, monkeypatch):
     assert result.success
     prompt = script.requests[0]["body"]["messages"][1]["content"]
     assert "sp500_log_return_rolling_volatility_5" in prompt and '"version": "1"' in prompt
+    assert "sp500_abs_return_next.rmse" in prompt and "training_period" in prompt
     candidates = {
         k: v.value
         for k, v in result.asset_materializations_for_node("rules__rule_candidates")[
@@ -270,4 +271,26 @@ def test_the_rule_loop_with_an_openai_compatible_endpoint(world, monkeypatch):
     else:
         assert frame["adjusted_sp500_abs_return_next"].equals(
             frame["forecast_sp500_abs_return_next"]
+        )
+
+
+def test_new_raw_partitions_make_the_latest_downstream_days_materialize(world):
+    """Declarative automation: evaluate the conditions as the automation sensor would."""
+    settings = world["settings"]
+    defs = build_definitions(settings)
+    instance = world["instance"]
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert materialize(
+        world, [dg.AssetKey(["raw", n]) for n in settings.sources], "2016-12-31", "2016-12-31"
+    ).success
+    second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    requested = {
+        key: subset
+        for key, subset in ((r.key, r.true_subset) for r in second.results)
+        if r.true_subset.size
+    }
+    assert dg.AssetKey(["features", "daily_features"]) in requested
+    for key in (dg.AssetKey(["features", "daily_features"]), RETRODICTION_KEY):
+        assert requested[key].expensive_compute_partition_keys() == {"2016-12-31"}, sorted(
+            requested
         )

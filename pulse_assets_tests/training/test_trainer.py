@@ -193,3 +193,19 @@ def test_settings_json_round_trip_used_by_the_worker(trained_world):
     raw = json.loads(json.dumps(trained_world["raw"], default=str))
     assert Settings.model_validate(raw) == trained_world["settings"]
     assert Path(trained_world["settings"].store.root).exists()
+
+
+def test_lstm_trains_and_scalers_come_from_training_rows_only(trained_world, tmp_path):
+    settings = trained_world["settings"]
+    fit, valid = load_data(settings)
+    config = config_with(
+        settings, model={"kind": "lstm", "hidden_sizes": [8], "lookback_rows": 4, "num_layers": 2}
+    )
+    result = train(fit, valid, config, CheckpointStore(tmp_path, "lstm"))
+    assert forecast(result.module, valid.features).shape == (len(valid) - 3, 1)
+    assert np.allclose(
+        result.module.x_mean.numpy(), fit.features.mean(axis=0), rtol=1e-5, atol=1e-6
+    )
+    assert not np.allclose(
+        result.module.x_mean.numpy(), np.concatenate([fit.features, valid.features]).mean(axis=0)
+    )
