@@ -284,11 +284,7 @@ def test_new_raw_partitions_make_the_latest_downstream_days_materialize(world):
         world, [dg.AssetKey(["raw", n]) for n in settings.sources], "2016-12-31", "2016-12-31"
     ).success
     second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
-    requested = {
-        key: subset
-        for key, subset in ((r.key, r.true_subset) for r in second.results)
-        if r.true_subset.size
-    }
+    requested = {r.key: r.true_subset for r in second.results if r.true_subset.size}
     assert dg.AssetKey(["features", "daily_features"]) in requested
     for key in (dg.AssetKey(["features", "daily_features"]), RETRODICTION_KEY):
         assert requested[key].expensive_compute_partition_keys() == {"2016-12-31"}, sorted(
