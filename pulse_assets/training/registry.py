@@ -6,10 +6,13 @@ Aliases replace MLflow's deprecated stages. Lineage follows the ``parent_version
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -48,6 +51,26 @@ class TrainingRecord:
     config: dict[str, Any]
     input_example: np.ndarray
     version_tags: dict[str, str]
+
+
+@contextlib.contextmanager
+def _known_mlflow_notices_quiet() -> Iterator[None]:
+    """Silence three notices that are decided here, not news: the dataset source is a store
+    path (MLflow guesses its kind), the model is pickled on purpose (a torch.export graph fixes
+    the batch size), and the CPU wheel's "+cpu" version suffix."""
+    loggers = [
+        logging.getLogger(name) for name in ("mlflow.pytorch", "mlflow.utils.requirements_utils")
+    ]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
 
 
 class ModelRegistry:
@@ -112,7 +135,7 @@ class ModelRegistry:
         mlflow = self._mlflow
         mlflow.set_tracking_uri(self.tracking_uri)
         experiment_id = self.experiment_id()
-        with mlflow.start_run(experiment_id=experiment_id) as run:
+        with mlflow.start_run(experiment_id=experiment_id) as run, _known_mlflow_notices_quiet():
             mlflow.log_params(record.params)
             stamp = int(time.time() * 1000)
             metrics = [
