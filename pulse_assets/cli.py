@@ -161,14 +161,7 @@ def rules_report(settings: Settings, first: str) -> list[str]:
             f"{figures['ci_high']:+.3g}], fired on {figures['fired_rows']} of {figures['rows']} windows"
         )
     if not active:
-        best = max(evaluations, key=lambda e: e["ci_low"], default=None)
-        why = (
-            "no candidate was mined: no error pattern passed the FDR control"
-            if best is None
-            else f"none passed: the best lower bound of the RMSE-improvement interval was {best['ci_low']:+.3g} "
-            "(a rule needs it above zero), or none lowered the combined RMSE"
-        )
-        lines.append(f"  {why}")
+        lines.append(f"  none passed: {_why_no_rule(evaluations)}")
     registry = build_resources(settings)["registry"].get()
     champion = registry.alias(CHAMPION)
     adjusted = _scores(settings, champion.version, "retrodiction_with_rules", first)
@@ -179,6 +172,23 @@ def rules_report(settings: Settings, first: str) -> list[str]:
             f"against {raw[label]['model']['rmse']:.5g} for the model alone"
         )
     return lines
+
+
+def _why_no_rule(evaluations: list[dict]) -> str:
+    if not evaluations:
+        return "no candidate was mined (no error pattern passed the FDR control) and no LLM was configured"
+    fired = [e for e in evaluations if e["fired_rows"] > 0]
+    silent = len(evaluations) - len(fired)
+    parts = [f"{len(evaluations)} candidate(s) evaluated on the later windows"]
+    if silent:
+        parts.append(f"{silent} never fired there")
+    if fired:
+        best = max(fired, key=lambda e: e["ci_low"])
+        parts.append(
+            f"the best lower bound of an RMSE-improvement interval was {best['ci_low']:+.3g} "
+            "(a rule needs it above zero)"
+        )
+    return "; ".join(parts)
 
 
 def run_demo() -> int:

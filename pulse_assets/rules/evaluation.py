@@ -92,9 +92,12 @@ def evaluate_rules(
         fired = np.column_stack([computed.get_column(f"m{i}").to_numpy() for i in members]).T
         base_se, rule_se = (base - actual) ** 2, (adjusted - actual) ** 2
         counts = block_bootstrap_counts(len(actual), resamples, block, seed)
-        base_rmse = np.sqrt(counts @ base_se / len(actual))
-        rule_rmse = np.sqrt(counts @ rule_se.T / len(actual))
-        gain = base_rmse[:, None] - rule_rmse
+        base_sse = counts @ base_se
+        # through the difference, a rule that never fires gains exactly 0 in every resample
+        rule_sse = base_sse[:, None] + counts @ (rule_se - base_se).T
+        gain = np.sqrt(base_sse / len(actual))[:, None] - np.sqrt(
+            np.maximum(rule_sse, 0.0) / len(actual)
+        )
         tail = (1 - confidence) / 2 * 100
         low, high = np.percentile(gain, [tail, 100 - tail], axis=0)
         point_base, point_rule = np.sqrt(base_se.mean()), np.sqrt(rule_se.mean(axis=1))
