@@ -100,7 +100,7 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         registry: RegistryResource,
         sql_store: SqlStoreResource,
     ) -> dg.MaterializeResult:
-        champion, data = _champion_windows(settings, partition_store, registry)
+        _, data = _champion_windows(settings, partition_store, registry)
         results, window = evaluate_drafts(
             data.frame, sql_store.rules(), config, labels, context.run.run_id
         )
@@ -150,7 +150,7 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         registry: RegistryResource,
         sql_store: SqlStoreResource,
     ) -> dg.MaterializeResult:
-        champion, data = _champion_windows(settings, partition_store, registry)
+        _, data = _champion_windows(settings, partition_store, registry)
         result = promote(data.frame, sql_store.rules(), config, labels, context.run.run_id)
         explanations = (
             "\n".join(

@@ -8,6 +8,7 @@ version and the model it must beat on the same held-out window.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -166,7 +167,7 @@ def run_training(
     trigger: str,
     run_id: str | None,
     drifted_features: list[str] | None = None,
-    log: Any = print,
+    log: Callable[[str], None] = lambda message: None,
 ) -> TrainingOutcome:
     window = TrainingWindow.ending(latest_labelled_day(store), config)
     features = store.read_range(
