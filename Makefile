@@ -42,6 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check pulse_assets pulse_assets_tests bench
 
 check-defs: $(STAMP)
+	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/dg check defs
 
