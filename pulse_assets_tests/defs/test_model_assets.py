@@ -275,18 +275,26 @@ def test_the_rule_loop_with_an_openai_compatible_endpoint(world, monkeypatch):
 
 
 def test_new_raw_partitions_make_the_latest_downstream_days_materialize(world):
-    """Declarative automation: evaluate the conditions as the automation sensor would."""
+    """Declarative automation, evaluated as the automation sensor would: history is in place,
+    then the latest raw partition lands, and the latest features and retrodiction follow."""
     settings = world["settings"]
     defs = build_definitions(settings)
     instance = world["instance"]
-    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
-    assert materialize(
-        world, [dg.AssetKey(["raw", n]) for n in settings.sources], "2016-12-31", "2016-12-31"
-    ).success
-    second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
-    requested = {r.key: r.true_subset for r in second.results if r.true_subset.size}
-    assert dg.AssetKey(["features", "daily_features"]) in requested
-    for key in (dg.AssetKey(["features", "daily_features"]), RETRODICTION_KEY):
-        assert requested[key].expensive_compute_partition_keys() == {"2016-12-31"}, sorted(
-            requested
-        )
+    raw_keys = [dg.AssetKey(["raw", n]) for n in settings.sources]
+    assert materialize(world, raw_keys, "2016-10-01", "2016-12-30").success
+    downstream = [
+        dg.AssetKey(["features", "daily_features"]),
+        dg.AssetKey(["features", "daily_labels"]),
+    ]
+    assert materialize(world, downstream, "2016-12-01", "2016-12-30").success
+    assert materialize(world, [RETRODICTION_KEY], "2016-12-01", "2016-12-30").success
+    before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert materialize(world, raw_keys, "2016-12-31", "2016-12-31").success
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+    requested = {
+        r.key: r.true_subset.expensively_compute_partition_keys()
+        for r in after.results
+        if r.true_subset.size
+    }
+    assert requested.get(dg.AssetKey(["features", "daily_features"])) == {"2016-12-31"}, requested
+    assert requested.get(RETRODICTION_KEY) == {"2016-12-31"}, requested
