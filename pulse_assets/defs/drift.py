@@ -14,8 +14,7 @@ from pulse_assets.defs.resources import PartitionStoreResource, RegistryResource
 from pulse_assets.defs.tags import DRIFTED_FEATURES_TAG, TRIGGER_TAG
 from pulse_assets.defs.training import MODEL_KEY, RETRAIN_JOB
 from pulse_assets.drift.episodes import current_episode
-from pulse_assets.drift.report import MULTIVARIATE_FEATURE, daily_reports, drifted_by_day
-from pulse_assets.storage import PartitionStore
+from pulse_assets.drift.report import MULTIVARIATE_FEATURE, daily_reports, recent_checks
 from pulse_assets.training.registry import CHAMPION
 
 DRIFT_KEY = dg.AssetKey(["drift", "drift_report"])
@@ -96,26 +95,6 @@ def build_drift_assets(
     return [drift_report]
 
 
-def recent_checks(store: PartitionStore, champion_version: str, needed: int) -> list:
-    """The latest drift checks of this champion, reading partitions newest first until enough."""
-    frames = []
-    found = 0
-    for key in reversed(store.keys(DRIFT_TABLE)):
-        frame = store.read(DRIFT_TABLE, [key])
-        if frame.height == 0:
-            continue
-        checks = drifted_by_day(frame, champion_version)
-        if not checks:
-            break
-        frames.append(frame)
-        found += 1
-        if found >= needed:
-            break
-    if not frames:
-        return []
-    return drifted_by_day(pl.concat(frames), champion_version)
-
-
 def build_drift_sensor(settings: Settings) -> dg.SensorDefinition:
     persistence = settings.drift.persistence
 
@@ -137,7 +116,9 @@ def build_drift_sensor(settings: Settings) -> dg.SensorDefinition:
             return dg.SkipReason(
                 "no champion model yet: drift is measured against the champion's training data"
             )
-        checks = recent_checks(partition_store.get(), champion.version, needed=max(persistence, 30))
+        checks = recent_checks(
+            partition_store.get(), DRIFT_TABLE, champion.version, needed=max(persistence, 30)
+        )
         if not checks:
             return dg.SkipReason(f"no drift report for champion version {champion.version} yet")
         latest = checks[-1][0].isoformat()

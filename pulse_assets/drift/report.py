@@ -8,6 +8,7 @@ import polars as pl
 
 from pulse_assets.config import DriftConfig
 from pulse_assets.drift.statistics import as_frame, detect_drift, multivariate_mmd
+from pulse_assets.storage import PartitionStore
 
 MULTIVARIATE_FEATURE = "__multivariate_mmd__"
 
@@ -101,3 +102,21 @@ def drifted_by_day(reports: pl.DataFrame, champion_version: str) -> list[tuple[d
         .sort("date")
     )
     return [(row["date"], set(row["drifted"])) for row in days.iter_rows(named=True)]
+
+
+def recent_checks(
+    store: PartitionStore, table: str, champion_version: str, needed: int
+) -> list[tuple[date, set[str]]]:
+    """The latest drift checks of this champion, newest partitions first until ``needed`` are
+    read or another champion's checks begin; returned oldest first."""
+    frames = []
+    for key in reversed(store.keys(table)):
+        frame = store.read(table, [key])
+        if frame.height == 0:
+            continue
+        if not drifted_by_day(frame, champion_version):
+            break
+        frames.append(frame)
+        if len(frames) >= needed:
+            break
+    return drifted_by_day(pl.concat(frames), champion_version) if frames else []
