@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from pulse_assets.drift.statistics import persistent
+
 
 @dataclass(frozen=True)
 class DriftEpisode:
@@ -35,9 +37,7 @@ def current_episode(checks: list[tuple[date, set[str]]], persistence: int) -> Dr
     length = len(checks) - start_index
     if not common or length < persistence:
         return None
-    confirmed = set(checks[-1][1])
-    for _, features in checks[-persistence:]:
-        confirmed &= features
+    confirmed = persistent([features for _, features in checks], persistence)
     return DriftEpisode(
         start=checks[start_index][0],
         latest=checks[-1][0],

@@ -12,8 +12,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pulse_assets.errors import ConfigError
 
-KEY_COLUMNS = ("date", "entity")
-
 
 class SourceParams(BaseModel):
     """Base of every plugin's params: unknown keys are errors."""

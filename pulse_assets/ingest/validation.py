@@ -31,11 +31,6 @@ class ValidatedFrame:
         return self.quarantined.height / total if total else 0.0
 
 
-def empty_frame(schema: SourceSchema) -> pl.DataFrame:
-    """A frame with no rows and the typed columns of ``schema``: what a day without data holds."""
-    return pl.DataFrame(schema=output_schema(schema))
-
-
 def output_schema(schema: SourceSchema) -> dict[str, pl.DataType]:
     columns: dict[str, pl.DataType] = {"date": pl.Date(), "entity": pl.String()}
     columns.update({name: POLARS_TYPES[spec.type] for name, spec in schema.columns.items()})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,6 @@ class TrainingOutcome:
     decision: PromotionDecision
     champion_version: str
     training_id: str
-    data_versions: dict[str, str] = field(default_factory=dict)
 
 
 def latest_labelled_day(store: PartitionStore) -> date:
@@ -272,5 +271,4 @@ def run_training(
         decision=decision,
         champion_version=info.version if decision.promote else champion.version,
         training_id=identity,
-        data_versions=versions,
     )
