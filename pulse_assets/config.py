@@ -80,7 +80,12 @@ class StoreConfig(StrictModel):
 
 
 class QualityConfig(StrictModel):
+    """Quarantine limits of a raw run: over the whole run, and per partition (day), so one bad
+    day inside a clean year is visible. A run over a blocking limit stores none of its rows."""
+
     max_quarantine_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    max_partition_quarantine_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
+    block_on_partition_share: bool = False
 
 
 class FeatureInput(StrictModel):

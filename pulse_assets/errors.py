@@ -25,6 +25,10 @@ class SchemaError(PulseError):
     """Data lacks a column the schema requires, so no row of it can be validated."""
 
 
+class QuarantineError(PulseError):
+    """Too many rows of a source were quarantined: the run stored none of its rows."""
+
+
 class StoreError(PulseError):
     """The partition store could not read or write a partition."""
 

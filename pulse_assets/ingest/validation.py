@@ -37,6 +37,25 @@ def output_schema(schema: SourceSchema) -> dict[str, pl.DataType]:
     return columns
 
 
+# Below 2**53 every integer is exact as a float64, so "9616100.0" reads as 9616100 exactly; above
+# it a float text may stand for several integers and is refused.
+_EXACT_FLOAT_INTEGER = 2.0**53
+
+
+def _typed(name: str, kind: str) -> pl.Expr:
+    """Column ``name`` cast to ``kind``; null where the text is not a value of that type.
+
+    An ``int`` column also takes integer-valued floats ("9616100.0", as spreadsheets write
+    counts), but not "1.5" and not floats too large to be exact.
+    """
+    direct = pl.col(name).cast(POLARS_TYPES[kind], strict=False)
+    if kind != "int":
+        return direct
+    as_float = pl.col(name).cast(pl.Float64, strict=False)
+    integral = (as_float.abs() < _EXACT_FLOAT_INTEGER) & (as_float == as_float.floor())
+    return direct.fill_null(pl.when(integral).then(as_float).cast(pl.Int64, strict=False))
+
+
 def _range_problems(name: str, spec: ColumnSpec) -> list[tuple[pl.Expr, str]]:
     column = pl.col(name)
     problems = []
@@ -83,7 +102,8 @@ def validate(frame: pl.DataFrame, schema: SourceSchema, source: str) -> Validate
     """Split ``frame`` into rows that satisfy ``schema`` and quarantined rows with the reason.
 
     A missing column is not a row problem: it raises :class:`SchemaError` naming the column.
-    Every row of a duplicated key is quarantined: no copy can be trusted over another.
+    An exact duplicate row is one observation sent twice: one copy is kept. Rows that share a
+    key but differ in a value are all quarantined: no copy can be trusted over another.
     """
     missing = [c for c in output_schema(schema) if c not in frame.columns]
     if missing:
@@ -91,10 +111,11 @@ def validate(frame: pl.DataFrame, schema: SourceSchema, source: str) -> Validate
             f"source {source!r}: column(s) {missing} missing from the data "
             f"(found {frame.columns}); fix the source or its column mapping in configs/"
         )
+    columns = list(output_schema(schema))
+    distinct = frame.select(columns).unique(maintain_order=True)
     raw_copies = [pl.col(name).alias(f"__raw_{name}") for name in schema.columns]
-    typed = frame.with_columns(raw_copies).with_columns(
-        pl.col(name).cast(POLARS_TYPES[spec.type], strict=False)
-        for name, spec in schema.columns.items()
+    typed = distinct.with_columns(raw_copies).with_columns(
+        _typed(name, spec.type) for name, spec in schema.columns.items()
     )
     typed = typed.with_columns(
         pl.col("date").cast(pl.Date, strict=False), pl.col("entity").cast(pl.String)
@@ -113,8 +134,7 @@ def validate(frame: pl.DataFrame, schema: SourceSchema, source: str) -> Validate
     marked = typed.with_columns(
         pl.when(reasons.str.len_chars() > 0).then(reasons).alias(REASON_COLUMN)
     )
-    ordered = list(output_schema(schema))
-    good = marked.filter(pl.col(REASON_COLUMN).is_null()).select(ordered).sort(["date", "entity"])
+    good = marked.filter(pl.col(REASON_COLUMN).is_null()).select(columns).sort(["date", "entity"])
     raw_columns = [pl.col(f"__raw_{name}").cast(pl.String).alias(name) for name in schema.columns]
     quarantined = marked.filter(pl.col(REASON_COLUMN).is_not_null()).select(
         pl.col("date"), pl.col("entity"), *raw_columns, pl.col(REASON_COLUMN)

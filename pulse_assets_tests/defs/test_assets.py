@@ -1,6 +1,7 @@
 """Dagster integration: dg.materialize on a temporary instance over real data."""
 
-from datetime import date
+from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -154,7 +155,8 @@ def test_quarantine_over_threshold_fails_the_check_and_blocks_features(
     assert len(instance.get_materialized_partitions(raw_key("market_prices"))) == 121
 
     store = PartitionStore(settings.store.root)
-    quarantined = store.read_range("quarantine/political_polls", RAW_FIRST, RAW_LAST)
+    assert store.keys("raw/political_polls") == []  # nothing of the rejected run is stored
+    quarantined = store.read("quarantine_rejected/political_polls", [result.run_id])
     assert sorted(quarantined.get_column("quarantine_reason").to_list()) == [
         "margin must be <= 100.0, got 250.0",
         "margin=abc is not a float",
@@ -267,3 +269,126 @@ def test_definitions_load_and_the_main_job_selects_every_asset():
 
     job = defs.resolve_job_def("pulse_main")
     assert set(job.asset_layer.executable_asset_keys) == {*RAW_KEYS, FEATURES_KEY, LABELS_KEY}
+
+
+def stored_bytes(root, table: str) -> dict[str, bytes]:
+    folder = Path(root).joinpath(*table.split("/"))
+    return {path.name: path.read_bytes() for path in sorted(folder.glob("*.parquet"))}
+
+
+def polls_csv(days: int, entities: int = 1, bad_rows: str = "") -> str:
+    first = date(2016, 1, 4)
+    lines = ["day,margin,n,who"]
+    for offset in range(days):
+        day = first + timedelta(days=offset)
+        lines += [f"{day},{offset % 7 - 3}.5,{2 + e},E{e}" for e in range(entities)]
+    return "\n".join(lines) + "\n" + bad_rows
+
+
+def test_a_run_over_the_quarantine_limit_replaces_no_stored_partition(
+    make_settings, instance, tmp_path
+):
+    polls = tmp_path / "polls.csv"
+    polls.write_text(polls_csv(days=20))
+    settings = settings_with_polls_file(make_settings, polls)
+    key = raw_key("political_polls")
+    assert materialize(settings, instance, [key], RAW_FIRST, RAW_LAST).success
+    materializations_before = len(instance.fetch_materializations(key, limit=1000).records)
+    before = {
+        table: stored_bytes(settings.store.root, table)
+        for table in ("raw/political_polls", "quarantine/political_polls")
+    }
+    assert len(before["raw/political_polls"]) == 121
+
+    # the file goes bad: every count is written as a non-integer float
+    polls.write_text(polls_csv(days=20).replace(",2,E0", ",2.5,E0"))
+    result = materialize(settings, instance, [key], RAW_FIRST, RAW_LAST, raise_on_error=False)
+
+    assert not result.success
+    error = result.get_step_failure_events()[0].step_failure_data.error.cause
+    assert error.cls_name == "QuarantineError"
+    assert "100.00% of rows quarantined (limit 5%)" in error.message
+    assert "no stored partition was replaced" in error.message
+    check = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "quarantine_share"
+    )
+    assert not check.passed and check.metadata["quarantined_rows"].value == 20
+    for table, files in before.items():
+        assert stored_bytes(settings.store.root, table) == files, f"{table} was changed"
+    assert len(instance.fetch_materializations(key, limit=1000).records) == materializations_before
+    rejected = PartitionStore(settings.store.root).read(
+        "quarantine_rejected/political_polls", [result.run_id]
+    )
+    assert rejected.height == 20
+    assert set(rejected.get_column("quarantine_reason")) == {"poll_count=2.5 is not a int"}
+
+
+def test_a_row_with_an_unreadable_date_is_quarantined_once(make_settings, instance, tmp_path):
+    polls = tmp_path / "polls.csv"
+    polls.write_text(polls_csv(days=10, entities=4, bad_rows="not-a-day,1.5,3,E0\n"))
+    sources = default_config()["sources"]
+    sources["political_polls"] = polls_file_source(polls)
+    sources["political_polls"]["params"]["entity_column"] = "who"
+    del sources["political_polls"]["params"]["entity"]
+    settings = make_settings(sources=sources)
+    key = raw_key("political_polls")
+
+    first_day = materialize(settings, instance, [key], "2016-01-04", "2016-01-04", False)
+    # 4 good rows and the undated one: 20% is over the limit, once
+    assert not first_day.success
+    for day in ("2016-01-05", "2016-01-06", "2016-01-07"):
+        run = materialize(settings, instance, [key], day, day, raise_on_error=False)
+        assert run.success, f"day {day} was blocked again by the undated row"
+        check = next(
+            e for e in run.get_asset_check_evaluations() if e.check_name == "quarantine_share"
+        )
+        assert check.metadata["quarantined_rows"].value == 0
+    undated = PartitionStore(settings.store.root).read(
+        "quarantine_undated/political_polls", ["__all__"]
+    )
+    assert undated.height == 1
+    assert undated.item(0, "quarantine_reason") == "date is missing or not a date"
+    assert instance.get_materialized_partitions(key) == {
+        "2016-01-05",
+        "2016-01-06",
+        "2016-01-07",
+    }
+
+
+def test_one_bad_day_inside_a_clean_range_is_visible_and_can_block(
+    make_settings, instance, tmp_path
+):
+    polls = tmp_path / "polls.csv"
+    text = polls_csv(days=60, entities=5)
+    bad_day = "2016-01-10"
+    lines = [
+        line.replace(",E1", ",E1").replace(line.split(",")[2], "x")
+        if line.startswith(bad_day) and line.endswith(("E1", "E2"))
+        else line
+        for line in text.splitlines()
+    ]
+    polls.write_text("\n".join(lines) + "\n")
+    sources = default_config()["sources"]
+    sources["political_polls"] = polls_file_source(polls)
+    sources["political_polls"]["params"]["entity_column"] = "who"
+    del sources["political_polls"]["params"]["entity"]
+    key = raw_key("political_polls")
+
+    warned = materialize(make_settings(sources=sources), instance, [key], RAW_FIRST, RAW_LAST)
+    checks = {e.check_name: e for e in warned.get_asset_check_evaluations()}
+    assert checks["quarantine_share"].passed  # 2 of 300 rows
+    per_day = checks["partition_quarantine_share"]
+    assert not per_day.passed and per_day.severity == dg.AssetCheckSeverity.WARN
+    assert per_day.metadata["worst_share"].value == pytest.approx(0.4)
+    assert bad_day in per_day.metadata["partitions"].value
+
+    blocking = make_settings(
+        sources=sources,
+        quality={"block_on_partition_share": True, "max_partition_quarantine_share": 0.3},
+    )
+    before = stored_bytes(blocking.store.root, "raw/political_polls")
+    blocked = materialize(blocking, instance, [key], RAW_FIRST, RAW_LAST, raise_on_error=False)
+    assert not blocked.success
+    message = blocked.get_step_failure_events()[0].step_failure_data.error.cause.message
+    assert f"1 day(s) over 30% (worst first: {bad_day})" in message
+    assert stored_bytes(blocking.store.root, "raw/political_polls") == before

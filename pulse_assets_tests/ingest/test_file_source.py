@@ -59,15 +59,24 @@ def test_unreadable_times_and_bad_values_are_quarantined_not_dropped(tmp_path):
         file_source(tmp_path / "a.csv"), SCHEMA, date(2016, 1, 1), date(2016, 2, 1)
     )
     assert result.good.get_column("price").to_list() == [1.0]
-    reasons = dict(
-        zip(
-            result.quarantined.get_column("price"),
-            result.quarantined.get_column("quarantine_reason"),
-            strict=True,
-        )
-    )
-    assert reasons == {"2": "date is missing or not a date", "-4": "price must be > 0.0, got -4.0"}
-    assert result.quarantined.get_column("partition").to_list() == ["2016-01-01", "2016-01-05"]
+    assert result.quarantined.get_column("price").to_list() == ["-4"]
+    assert result.quarantined.get_column("quarantine_reason").to_list() == [
+        "price must be > 0.0, got -4.0"
+    ]
+    assert result.quarantined.get_column("partition").to_list() == ["2016-01-05"]
+    assert result.undated.get_column("price").to_list() == ["2"]
+    assert result.undated.item(0, "quarantine_reason") == "date is missing or not a date"
+
+
+def test_an_undated_row_has_the_same_fingerprint_in_every_window(tmp_path):
+    (tmp_path / "a.csv").write_text("ts,ticker,px\n2016-01-04,A,1\nyesterday,A,2\n")
+    source = file_source(tmp_path / "a.csv")
+    january = ingest_window(source, SCHEMA, date(2016, 1, 1), date(2016, 2, 1))
+    march = ingest_window(source, SCHEMA, date(2016, 3, 1), date(2016, 3, 2))
+    fingerprint = january.undated.get_column("row_fingerprint")
+    assert fingerprint.to_list() == march.undated.get_column("row_fingerprint").to_list()
+    assert march.new_undated(fingerprint).height == 0
+    assert march.new_undated([]).height == 1
 
 
 def test_missing_file_names_the_source_and_path(tmp_path):

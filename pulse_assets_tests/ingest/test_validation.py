@@ -57,17 +57,46 @@ def test_each_bad_value_is_quarantined_with_its_reason(row, reason):
     assert result.quarantined_share == 0.5
 
 
-def test_every_copy_of_a_duplicated_key_is_quarantined():
+def test_conflicting_copies_of_a_key_are_all_quarantined_and_exact_copies_kept_once():
     rows = [
         (date(2016, 1, 4), "A", "1", "1", None),
         (date(2016, 1, 4), "A", "2", "1", None),
         (date(2016, 1, 4), "B", "2", "1", None),
+        (date(2016, 1, 4), "C", "3", "4", "x"),
+        (date(2016, 1, 4), "C", "3", "4", "x"),
     ]
     result = validate(frame(rows), SCHEMA, "prices")
-    assert result.good.get_column("entity").to_list() == ["B"]
+    assert result.good.get_column("entity").to_list() == ["B", "C"]
+    assert result.good.filter(pl.col("entity") == "C").get_column("volume").to_list() == [4]
+    assert result.quarantined.get_column("close").to_list() == ["1", "2"]
     assert result.quarantined.get_column("quarantine_reason").to_list() == [
         "duplicate (entity, date)",
         "duplicate (entity, date)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("9616100.0", 9616100),
+        ("7", 7),
+        ("3.000", 3),
+        ("1e3", 1000),
+        ("9007199254740993", 9007199254740993),  # past 2**53: exact only as an integer text
+    ],
+)
+def test_integer_valued_text_passes_an_int_column(text, expected):
+    result = validate(frame([(date(2016, 1, 4), "A", "1", text, None)]), SCHEMA, "prices")
+    assert result.quarantined.height == 0
+    assert result.good.get_column("volume").to_list() == [expected]
+
+
+@pytest.mark.parametrize("text", ["1.5", "1e300", "inf", "NaN", "9007199254740993.0"])
+def test_a_float_that_is_not_an_exact_integer_fails_an_int_column(text):
+    result = validate(frame([(date(2016, 1, 4), "A", "1", text, None)]), SCHEMA, "prices")
+    assert result.good.height == 0
+    assert result.quarantined.get_column("quarantine_reason").to_list() == [
+        f"volume={text} is not a int"
     ]
 
 
