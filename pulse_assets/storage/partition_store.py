@@ -10,11 +10,13 @@ through universal-pathlib; object stores make single-object puts atomic themselv
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +27,10 @@ from upath import UPath
 from pulse_assets.errors import StoreError
 
 SUFFIX = ".parquet"
+TEMP_SUFFIX = ".tmp"
 UNPARTITIONED_KEY = "__all__"
+# A temp file lives for one write (milliseconds); one this old was left by a killed writer.
+STALE_TEMP_AGE_S = 600.0
 
 
 def content_hash(frame: pl.DataFrame) -> str:
@@ -52,6 +57,28 @@ class PartitionStore:
 
     def write(self, table: str, key: str, frame: pl.DataFrame) -> None:
         """Replace partition ``key`` of ``table`` with ``frame``, atomically."""
+        self.remove_stale_temps(table)
+        self._write(table, key, frame)
+
+    def remove_stale_temps(self, table: str, max_age_s: float = STALE_TEMP_AGE_S) -> list[str]:
+        """Delete the temp files of ``table`` that writers killed mid-write left behind.
+
+        Only files older than ``max_age_s`` go, so a concurrent writer's live temp file stays.
+        Object stores have no temp files: their puts are atomic.
+        """
+        folder = Path(self.table_path(table).path)
+        if not self._local or not folder.is_dir():
+            return []
+        cutoff = time.time() - max_age_s
+        removed = []
+        for path in folder.glob(f".*{TEMP_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):  # another writer removed it first
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path.name)
+        return removed
+
+    def _write(self, table: str, key: str, frame: pl.DataFrame) -> None:
         buffer = io.BytesIO()
         frame.write_parquet(buffer, compression="zstd", statistics=False)
         target = self.partition_path(table, key)
@@ -90,8 +117,9 @@ class PartitionStore:
         }
         empty = frame.clear()
         parts = {key: groups.get(key, empty).drop("__key", strict=False) for key in keys}
+        self.remove_stale_temps(table)
         with ThreadPoolExecutor(self._write_threads) as pool:
-            list(pool.map(lambda item: self.write(table, *item), parts.items()))
+            list(pool.map(lambda item: self._write(table, *item), parts.items()))
         return {key: part.height for key, part in parts.items()}
 
     def keys(self, table: str) -> list[str]:
@@ -152,7 +180,7 @@ class PartitionStore:
 def _atomic_local_write(target: Path, payload: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+        dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX
     )
     try:
         with os.fdopen(handle, "wb") as temp:

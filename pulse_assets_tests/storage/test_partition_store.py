@@ -97,3 +97,25 @@ def test_read_prefix_stops_at_the_first_gap(store):
 def test_content_hash_is_stable_and_sensitive():
     assert content_hash(rows(4, 5)) == content_hash(rows(4, 5))
     assert content_hash(rows(4, 5)) != content_hash(rows(4, 5, value=2.0))
+
+
+def test_the_next_write_of_a_table_removes_temp_files_a_killed_writer_left(store):
+    store.write_partitions("raw/x", rows(4), ["2016-01-04"])
+    folder = store.root / "raw" / "x"
+    orphan = folder / ".2016-01-04.parquet.k1ll3d.tmp"
+    orphan.write_bytes(b"half a parquet file")
+    hour_ago = os.path.getmtime(orphan) - 3600
+    os.utime(orphan, (hour_ago, hour_ago))
+    live = folder / ".2016-01-05.parquet.wr1t1ng.tmp"  # a concurrent writer's, seconds old
+    live.write_bytes(b"being written")
+    other_table = store.root / "raw" / "y" / ".2016-01-04.parquet.old.tmp"
+    other_table.parent.mkdir(parents=True)
+    other_table.write_bytes(b"")
+    os.utime(other_table, (hour_ago, hour_ago))
+
+    store.write_partitions("raw/x", rows(5), ["2016-01-05"])
+
+    assert not orphan.exists()
+    assert live.exists() and other_table.exists()
+    assert store.keys("raw/x") == ["2016-01-04", "2016-01-05"]
+    assert store.remove_stale_temps("raw/y") == [".2016-01-04.parquet.old.tmp"]
