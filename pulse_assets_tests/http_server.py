@@ -19,6 +19,7 @@ class Reply:
     body: Any = None
     raw: bytes | None = None
     delay_s: float = 0.0
+    trickle_s: float = 0.0  # seconds between single bytes of the body: a server that trickles
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -64,9 +65,18 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(payload)
+                if reply.trickle_s:
+                    self.trickle(payload, reply.trickle_s)
+                else:
+                    self.wfile.write(payload)
             except (BrokenPipeError, ConnectionResetError):
                 return
+
+        def trickle(self, payload: bytes, pause_s: float) -> None:
+            for byte in payload:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(pause_s)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             return

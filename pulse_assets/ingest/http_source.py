@@ -5,10 +5,17 @@ with ``Authorization: Bearer <token>`` answers
 ``{"data": [{"timestamp": ..., "entity": ..., "a": ..., "b": ...}], "next_page_token": T | null}``.
 5xx answers, timeouts and dropped connections are retried with exponential backoff; any other
 failure raises :class:`SourceError` at once, naming the URL and what was wrong.
+
+I/O is bounded three ways: ``timeout_s`` bounds each network wait, ``request_deadline_s`` one
+whole request (a server that trickles a byte a second cannot hold it), ``run_deadline_s`` the
+whole fetch with its pages and retries; ``max_response_bytes`` bounds what one answer may send.
+A deadline is checked between reads, and each read waits at most the time left, so a request
+ends within its deadline plus one read.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import date
@@ -33,10 +40,28 @@ class HttpJsonParams(SourceParams):
     max_retries: int = Field(default=3, ge=0)
     backoff_s: float = Field(default=0.5, ge=0)
     max_pages: int = Field(default=10_000, ge=1)
+    request_deadline_s: float = Field(default=60.0, gt=0)
+    run_deadline_s: float = Field(default=900.0, gt=0)
+    max_response_bytes: int = Field(default=64 * 2**20, ge=1024)
 
 
 class _Retryable(Exception):
     """A failure worth another try: a 5xx answer, a timeout or a dropped connection."""
+
+
+class _Deadline:
+    """A point in monotonic time, and the name of the setting that set it (for messages)."""
+
+    def __init__(self, seconds: float, setting: str) -> None:
+        self.at = time.monotonic() + seconds
+        self.seconds = seconds
+        self.setting = setting
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def earliest(self, other: _Deadline) -> _Deadline:
+        return self if self.at <= other.at else other
 
 
 class HttpJsonSource(Source):
@@ -60,13 +85,55 @@ class HttpJsonSource(Source):
             )
         return {"Authorization": f"Bearer {token}"}
 
-    def _get_once(self, client: httpx.Client, query: dict[str, str]) -> dict[str, Any]:
+    def _get_once(
+        self, client: httpx.Client, query: dict[str, str], run_deadline: _Deadline
+    ) -> dict[str, Any]:
+        deadline = _Deadline(self.params.request_deadline_s, "request_deadline_s").earliest(
+            run_deadline
+        )
+        wait = max(min(self.params.timeout_s, deadline.left()), 0.001)
         try:
-            response = client.get(self.location(), params=query)
+            with client.stream("GET", self.location(), params=query, timeout=wait) as response:
+                body = self._read_body(response, deadline, run_deadline)
         except (httpx.TimeoutException, httpx.TransportError) as error:
+            self._raise_if_run_is_over(run_deadline, str(error))
             raise _Retryable(f"{type(error).__name__}: {error}") from error
+        return self._payload(response, body)
+
+    def _read_body(
+        self, response: httpx.Response, deadline: _Deadline, run_deadline: _Deadline
+    ) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self.params.max_response_bytes:
+                raise SourceError(
+                    self.name,
+                    str(response.url),
+                    f"the answer is larger than max_response_bytes={self.params.max_response_bytes}",
+                    "ask for a shorter range or fewer variables per page, or raise the limit",
+                )
+            if deadline.left() <= 0:
+                read = f"{size} byte(s) read in {deadline.seconds:g} s"
+                self._raise_if_run_is_over(run_deadline, read)
+                raise _Retryable(f"the request passed its {deadline.setting} ({read})")
+        return b"".join(chunks)
+
+    def _raise_if_run_is_over(self, run_deadline: _Deadline, last: str) -> None:
+        if run_deadline.left() <= 0:
+            raise SourceError(
+                self.name,
+                self.location(),
+                f"the fetch passed its run_deadline_s of {run_deadline.seconds:g} s (last: {last})",
+                "the server is too slow; raise run_deadline_s or ingest a shorter range",
+            )
+
+    def _payload(self, response: httpx.Response, body: bytes) -> dict[str, Any]:
+        text = body[:200].decode(errors="replace")
         if response.status_code >= 500:
-            raise _Retryable(f"HTTP {response.status_code}: {response.text[:200]}")
+            raise _Retryable(f"HTTP {response.status_code}: {text}")
         if response.status_code in (401, 403):
             raise SourceError(
                 self.name,
@@ -78,11 +145,11 @@ class HttpJsonSource(Source):
             raise SourceError(
                 self.name,
                 str(response.url),
-                f"HTTP {response.status_code}: {response.text[:200]}",
+                f"HTTP {response.status_code}: {text}",
                 "check base_url and variables in configs/",
             )
         try:
-            payload = response.json()
+            payload = json.loads(body)
         except ValueError as error:
             raise SourceError(
                 self.name,
@@ -99,20 +166,23 @@ class HttpJsonSource(Source):
             )
         return payload
 
-    def _get(self, client: httpx.Client, query: dict[str, str]) -> dict[str, Any]:
+    def _get(
+        self, client: httpx.Client, query: dict[str, str], run_deadline: _Deadline
+    ) -> dict[str, Any]:
         attempts = self.params.max_retries + 1
         for attempt in range(attempts):
             try:
-                return self._get_once(client, query)
+                return self._get_once(client, query, run_deadline)
             except _Retryable as error:
-                if attempt == attempts - 1:
+                backoff = self.params.backoff_s * 2**attempt
+                if attempt == attempts - 1 or backoff >= run_deadline.left():
                     raise SourceError(
                         self.name,
                         self.location(),
-                        f"gave up after {attempts} attempts, last: {error}",
-                        "the server may be down; re-run the partition when it is back",
+                        f"gave up after {attempt + 1} attempt(s), last: {error}",
+                        "the server may be down or too slow; re-run the partition when it is back",
                     ) from error
-                time.sleep(self.params.backoff_s * 2**attempt)
+                time.sleep(backoff)
         raise AssertionError("unreachable: the loop returns or raises")
 
     def _records(self, start: date, end: date) -> list[dict[str, Any]]:
@@ -122,10 +192,10 @@ class HttpJsonSource(Source):
             "variables": ",".join(self.params.variables),
         }
         records: list[dict[str, Any]] = []
-        timeout = httpx.Timeout(self.params.timeout_s)
-        with httpx.Client(timeout=timeout, headers=self._headers()) as client:
+        run_deadline = _Deadline(self.params.run_deadline_s, "run_deadline_s")
+        with httpx.Client(headers=self._headers()) as client:
             for _ in range(self.params.max_pages):
-                payload = self._get(client, query)
+                payload = self._get(client, query, run_deadline)
                 records.extend(payload["data"])
                 token = payload.get("next_page_token")
                 if not token:

@@ -203,7 +203,7 @@ def iris_source(url: str) -> dict:
 @pytest.mark.parametrize(
     ("bad_reply", "message"),
     [
-        (Reply(status=500, body={"error": "down"}), "gave up after 2 attempts, last: HTTP 500"),
+        (Reply(status=500, body={"error": "down"}), "gave up after 2 attempt(s), last: HTTP 500"),
         (Reply(raw=b"<html>oops"), "answer is not valid JSON"),
         (Reply(status=401, body={}), "HTTP 401, the token was refused"),
         (

@@ -63,7 +63,7 @@ def test_a_5xx_is_retried_then_succeeds():
 
 def test_persistent_5xx_gives_up_with_the_attempt_count():
     with scripted_server([Reply(status=503, body={})]) as (url, script):
-        with pytest.raises(SourceError, match=r"gave up after 3 attempts, last: HTTP 503"):
+        with pytest.raises(SourceError, match=r"gave up after 3 attempt\(s\), last: HTTP 503"):
             source(url, max_retries=2).fetch(date(2016, 1, 4), date(2016, 1, 5))
     assert len(script.requests) == 3
 
@@ -71,10 +71,48 @@ def test_persistent_5xx_gives_up_with_the_attempt_count():
 def test_a_hang_times_out_and_is_retried_within_bounds():
     with scripted_server([Reply(body={"data": []}, delay_s=3.0)]) as (url, script):
         started = time.perf_counter()
-        with pytest.raises(SourceError, match=r"gave up after 2 attempts, last: ReadTimeout"):
+        with pytest.raises(SourceError, match=r"gave up after 2 attempt\(s\), last: ReadTimeout"):
             source(url, timeout_s=0.3, max_retries=1).fetch(date(2016, 1, 4), date(2016, 1, 5))
         assert time.perf_counter() - started < 2.5
     assert len(script.requests) == 2
+
+
+TRICKLED = Reply(body={"data": [record("2016-01-04", 1.0)] * 20}, trickle_s=0.05)
+
+
+def test_a_server_that_trickles_is_cut_at_the_request_deadline():
+    # every read returns a byte well within timeout_s: only the request deadline can end it
+    with scripted_server([TRICKLED]) as (url, script):
+        started = time.perf_counter()
+        with pytest.raises(
+            SourceError,
+            match=r"gave up after 2 attempt\(s\), last: the request passed its request_deadline_s",
+        ):
+            source(url, timeout_s=1.0, request_deadline_s=0.6, max_retries=1).fetch(
+                date(2016, 1, 4), date(2016, 1, 5)
+            )
+        elapsed = time.perf_counter() - started
+    assert len(script.requests) == 2
+    assert elapsed < 2.5, f"two requests of 0.6 s took {elapsed:.1f} s"
+
+
+def test_the_run_deadline_bounds_the_whole_fetch_with_its_retries():
+    with scripted_server([TRICKLED]) as (url, script):
+        started = time.perf_counter()
+        with pytest.raises(SourceError, match=r"passed its run_deadline_s of 1 s"):
+            source(url, request_deadline_s=0.7, run_deadline_s=1.0, max_retries=10).fetch(
+                date(2016, 1, 4), date(2016, 1, 5)
+            )
+        elapsed = time.perf_counter() - started
+    assert len(script.requests) == 2, "the run deadline, not max_retries, ended the fetch"
+    assert elapsed < 2.5, f"a 1 s run deadline took {elapsed:.1f} s"
+
+
+def test_an_answer_larger_than_the_limit_is_refused():
+    big = Reply(body={"data": [record("2016-01-04", "9" * 4000)]})
+    with scripted_server([big]) as (url, _):
+        with pytest.raises(SourceError, match="larger than max_response_bytes=2048"):
+            source(url, max_response_bytes=2048).fetch(date(2016, 1, 4), date(2016, 1, 5))
 
 
 def test_malformed_json_is_an_error_naming_the_url():
