@@ -10,9 +10,18 @@ import os
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pulse_assets.errors import ConfigError
 
@@ -20,6 +29,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "pulse.yaml"
 CONFIG_ENV_VAR = "PULSE_CONFIG"
 HOME_ENV_VAR = "PULSE_HOME"
+
+
+def _known_time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(
+            f"unknown time zone {name!r}; use an IANA name such as 'UTC' or 'America/New_York'"
+        ) from error
+    return name
+
+
+TimeZoneName = Annotated[str, AfterValidator(_known_time_zone)]
+"""An IANA time zone, checked when the settings load, not when an asset first uses it."""
 
 
 class StrictModel(BaseModel):
@@ -64,7 +87,7 @@ class PartitionsConfig(StrictModel):
 
     start: date
     end: date | None = None
-    timezone: str = "UTC"
+    timezone: TimeZoneName = "UTC"
 
     @model_validator(mode="after")
     def _end_after_start(self) -> PartitionsConfig:
@@ -427,6 +450,22 @@ def load_settings(path: str | Path | None = None) -> Settings:
     if not isinstance(raw, dict):
         raise ConfigError(f"configuration file {config_path} must hold a mapping at the top level")
     try:
-        return Settings.model_validate(raw)
+        settings = Settings.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_format_validation_error(error, config_path)) from error
+    _check_source_plugins(settings, config_path)
+    return settings
+
+
+def _check_source_plugins(settings: Settings, path: Path) -> None:
+    """Import each source's plugin and validate its params now, so a bad module, class,
+    param or time zone fails `dagster definitions validate`, not the asset's first run."""
+    from pulse_assets.ingest.base import load_source  # the plugins import this module
+
+    for name, source in settings.sources.items():
+        try:
+            load_source(name, source.plugin, source.params)
+        except ConfigError as error:
+            raise ConfigError(
+                f"invalid configuration in {path}:\n  sources.{name}: {error}"
+            ) from error

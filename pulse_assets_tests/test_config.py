@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +89,80 @@ def test_training_labels_must_be_configured_labels(tmp_path):
         ConfigError, match=r"training.labels names unknown label\(s\) \['tomorrow_weather'\]"
     ):
         load_settings(write_config(tmp_path, raw))
+
+
+def bad_source_config(tmp_path: Path, change) -> Path:
+    raw = default_config()
+    change(raw["sources"]["political_polls"])
+    return write_config(tmp_path, raw)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda source: source.update(plugin="pulse_assets.ingest.nowhere:Polls"),
+            r"sources\.political_polls: source 'political_polls': cannot import plugin module "
+            r"'pulse_assets\.ingest\.nowhere'",
+        ),
+        (
+            lambda source: source.update(plugin="pulse_assets.ingest.file_source:FileSorce"),
+            r"sources\.political_polls: .*module 'pulse_assets\.ingest\.file_source' has no class "
+            r"'FileSorce'",
+        ),
+        (
+            lambda source: source["params"].update(windw=3),
+            r"sources\.political_polls: .*invalid params .*params\.windw: Extra inputs",
+        ),
+        (
+            lambda source: source.update(
+                plugin="pulse_assets.ingest.http_source:HttpJsonSource",
+                params={
+                    "base_url": "http://127.0.0.1:1",
+                    "variables": ["m"],
+                    "time_zone": "Mars/Olympus",
+                },
+            ),
+            r"sources\.political_polls: .*params\.time_zone: .*unknown time zone 'Mars/Olympus'",
+        ),
+    ],
+    ids=["module", "class", "param", "time_zone"],
+)
+def test_a_bad_plugin_is_an_error_at_load_naming_key_and_file(tmp_path, change, message):
+    path = bad_source_config(tmp_path, change)
+    with pytest.raises(ConfigError, match=message) as error:
+        load_settings(path)
+    assert f"invalid configuration in {path}" in str(error.value)
+
+
+def test_a_bad_partitions_time_zone_is_an_error_at_load(tmp_path):
+    raw = default_config()
+    raw["partitions"]["timezone"] = "Europe/Atlantis"
+    path = write_config(tmp_path, raw)
+    with pytest.raises(ConfigError, match=r"partitions\.timezone: .*unknown time zone") as error:
+        load_settings(path)
+    assert str(path) in str(error.value)
+
+
+def test_dagster_definitions_validate_catches_a_bad_plugin(tmp_path):
+    path = bad_source_config(tmp_path, lambda source: source["params"].update(windw=3))
+    repo = Path(__file__).resolve().parent.parent
+    env = os.environ | {"PULSE_CONFIG": str(path), "DAGSTER_HOME": str(tmp_path)}
+    (tmp_path / "dagster.yaml").write_text("")
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "sources.political_polls" in output and "params.windw" in output, output

@@ -52,6 +52,11 @@ def load_source(name: str, plugin: str, params: dict[str, Any]) -> Source:
             f"source {name!r}: cannot import plugin module {module_name!r}: {error}"
         ) from error
     source_class = getattr(module, class_name, None)
+    if source_class is None:
+        raise ConfigError(
+            f"source {name!r}: module {module_name!r} has no class {class_name!r}; "
+            "check the plugin's spelling (module.path:ClassName)"
+        )
     if not (isinstance(source_class, type) and issubclass(source_class, Source)):
         raise ConfigError(
             f"source {name!r}: {plugin!r} is not a Source subclass; "
@@ -61,7 +66,7 @@ def load_source(name: str, plugin: str, params: dict[str, Any]) -> Source:
         typed_params = source_class.Params.model_validate(params)
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors()
+            f"params.{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors()
         )
         raise ConfigError(f"source {name!r}: invalid params for {plugin}: {problems}") from error
     return source_class(name, typed_params)

@@ -10,6 +10,7 @@ from typing import Literal
 import polars as pl
 from pydantic import Field
 
+from pulse_assets.config import TimeZoneName
 from pulse_assets.errors import SourceError
 from pulse_assets.ingest.base import Source, SourceParams
 
@@ -21,7 +22,7 @@ class FileSourceParams(SourceParams):
     time_format: str | None = Field(
         default=None, description="strftime format; none parses ISO dates and timestamps"
     )
-    time_zone: str = Field(
+    time_zone: TimeZoneName = Field(
         default="UTC", description="zone the day is taken in; naive times are local to it"
     )
     entity_column: str | None = None

@@ -25,6 +25,7 @@ import httpx
 import polars as pl
 from pydantic import Field
 
+from pulse_assets.config import TimeZoneName
 from pulse_assets.errors import SourceError
 from pulse_assets.ingest.base import Source, SourceParams
 
@@ -35,7 +36,7 @@ class HttpJsonParams(SourceParams):
     token_env: str | None = Field(default=None, description="environment variable with the token")
     time_field: str = "timestamp"
     entity_field: str = "entity"
-    time_zone: str = "UTC"
+    time_zone: TimeZoneName = "UTC"
     timeout_s: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
     backoff_s: float = Field(default=0.5, ge=0)
