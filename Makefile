@@ -40,6 +40,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check pulse_assets pulse_assets_tests bench
 	$(BIN)/ruff format --check pulse_assets pulse_assets_tests bench
+	$(BIN)/mypy
 
 check-defs: $(STAMP)
 	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
