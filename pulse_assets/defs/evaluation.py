@@ -14,6 +14,7 @@ from pulse_assets.defs.resources import RegistryResource, SqlStoreResource
 from pulse_assets.defs.training import MODEL_KEY, trained_through
 from pulse_assets.errors import PulseError
 from pulse_assets.evaluation.retrodiction import retrodict, window_metrics
+from pulse_assets.features.pipeline import feature_columns
 from pulse_assets.rules.loop import active_rules
 from pulse_assets.training.registry import CHAMPION, ModelRegistry, ModelVersionInfo
 
@@ -88,7 +89,7 @@ def build_evaluation_assets(
         window = context.partition_time_window
         start, end = window.start.date(), window.end.date()
         feature_names = list(module.feature_names)
-        rules = active_rules(sql_store.rules(), labels)
+        rules = active_rules(sql_store.rules(), labels, feature_columns(features))
         frame = retrodict(
             module,
             features,

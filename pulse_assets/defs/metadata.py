@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import dagster as dg
@@ -31,9 +32,22 @@ def versioned_output(frame: pl.DataFrame, metadata: dict[str, Any]) -> dg.Output
 
 
 def markdown_table(frame: pl.DataFrame, max_rows: int = 20) -> dg.MetadataValue:
-    """A small frame as a markdown table for the UI (first ``max_rows`` rows)."""
+    """A small frame as a markdown table for the UI (first ``max_rows`` rows), every header
+    and cell escaped: values may be text from outside (source rows, LLM answers)."""
     shown = frame.head(max_rows)
-    header = "| " + " | ".join(shown.columns) + " |"
+    header = "| " + " | ".join(escape_markdown(name) for name in shown.columns) + " |"
     rule = "|" + "---|" * len(shown.columns)
-    rows = ["| " + " | ".join(str(value) for value in row) + " |" for row in shown.iter_rows()]
+    rows = [
+        "| " + " | ".join(escape_markdown(str(value)) for value in row) + " |"
+        for row in shown.iter_rows()
+    ]
     return dg.MetadataValue.md("\n".join([header, rule, *rows]))
+
+
+def escape_markdown(text: str) -> str:
+    """Outside text (LLM answers, rule definitions) as literal inline markdown: HTML and
+    markdown characters escaped, line breaks as spaces, so it can neither break a table row
+    nor inject markup or links."""
+    flat = " ".join(text.split())
+    html = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", html)

@@ -1,4 +1,8 @@
-"""The rule loop as assets: candidates -> evaluations -> active rules."""
+"""The rule loop as assets: candidates -> evaluations -> active rules.
+
+Rule text and LLM prose come from outside: they reach the markdown metadata escaped."""
+
+from collections.abc import Sequence
 
 import dagster as dg
 import polars as pl
@@ -6,27 +10,43 @@ import polars as pl
 from pulse_assets.config import Settings
 from pulse_assets.defs.evaluation import RETRODICTION_KEY, require_champion
 from pulse_assets.defs.features import FEATURES_KEY
-from pulse_assets.defs.metadata import markdown_table
+from pulse_assets.defs.metadata import escape_markdown, markdown_table
 from pulse_assets.defs.resources import PartitionStoreResource, RegistryResource, SqlStoreResource
-from pulse_assets.rules.loop import evaluate_drafts, promote, propose, rule_frame
+from pulse_assets.rules.loop import RuleData, evaluate_drafts, promote, propose, rule_frame
+from pulse_assets.rules.repository import RuleRecord
+from pulse_assets.training.registry import ModelVersionInfo
 
 CANDIDATES_KEY = dg.AssetKey(["rules", "rule_candidates"])
 EVALUATIONS_KEY = dg.AssetKey(["rules", "rule_evaluations"])
 ACTIVE_KEY = dg.AssetKey(["rules", "active_rules"])
+RECORD_COLUMNS = ("rule_id", "source", "status", "confidence", "definition")
 
 
-def _records_table(
-    records, columns=("rule_id", "source", "status", "confidence", "definition")
+def records_table(
+    records: Sequence[RuleRecord], columns: Sequence[str] = RECORD_COLUMNS
 ) -> dg.MetadataValue:
-    rows = [{c: getattr(r, c) for c in columns} for r in records]
+    """Rule records as a markdown table (``markdown_table`` escapes every cell)."""
+    rows = [{c: str(getattr(r, c)) for c in columns} for r in records]
     return markdown_table(
         pl.DataFrame(rows) if rows else pl.DataFrame({c: [] for c in columns}), max_rows=40
     )
 
 
+def active_rules_markdown(records: Sequence[RuleRecord]) -> str:
+    """One list item per active rule: id, definition, description and explanation, escaped."""
+    return (
+        "\n".join(
+            f"- **{escape_markdown(r.rule_id)}** {escape_markdown(r.definition)}: "
+            f"{escape_markdown(r.description)}; {escape_markdown(r.explanation)}"
+            for r in records
+        )
+        or "No rule is active: none was accepted, or none lowered the RMSE on the evaluation windows."
+    )
+
+
 def _champion_windows(
     settings: Settings, partition_store: PartitionStoreResource, registry: RegistryResource
-):
+) -> tuple[ModelVersionInfo, RuleData]:
     """The champion and its retrodiction windows with features: what every rule asset reads."""
     champion = require_champion(registry.get())
     return champion, rule_frame(partition_store.get(), champion.version, settings.rules)
@@ -79,7 +99,7 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 "duplicates_of_stored_rules": len(report.duplicates),
                 "rejected_invalid": len(report.rejected),
                 "llm": report.llm.status,
-                "candidates": _records_table(report.created + report.rejected),
+                "candidates": records_table(report.created + report.rejected),
             }
         )
 
@@ -101,9 +121,8 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         sql_store: SqlStoreResource,
     ) -> dg.MaterializeResult:
         _, data = _champion_windows(settings, partition_store, registry)
-        results, window = evaluate_drafts(
-            data.frame, sql_store.rules(), config, labels, context.run.run_id
-        )
+        evaluated = evaluate_drafts(data, sql_store.rules(), config, labels, context.run.run_id)
+        results, window = evaluated.results, evaluated.window
         table = (
             pl.DataFrame(
                 [
@@ -127,6 +146,7 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 "evaluation_windows": f"{window[0]}...{window[1]}",
                 "evaluated": len(results),
                 "accepted": sum(r.accepted for r in results),
+                "rejected_unreadable": records_table(evaluated.unusable),
                 "evaluations": markdown_table(
                     table.sort("ci_low", descending=True) if results else table, max_rows=40
                 ),
@@ -151,24 +171,17 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         sql_store: SqlStoreResource,
     ) -> dg.MaterializeResult:
         _, data = _champion_windows(settings, partition_store, registry)
-        result = promote(data.frame, sql_store.rules(), config, labels, context.run.run_id)
-        explanations = (
-            "\n".join(
-                f"- **{r.rule_id}** `{r.definition}`: {r.description}; {r.explanation}"
-                for r in result.active
-            )
-            or "No rule is active: none was accepted, or none lowered the RMSE on the evaluation windows."
-        )
-        metadata = {
-            "active": len(result.active),
-            "retired": len(result.retired),
+        result = promote(data, sql_store.rules(), config, labels, context.run.run_id)
+        metadata: dict[str, dg.MetadataValue] = {
+            "active": dg.MetadataValue.int(len(result.active)),
+            "retired": dg.MetadataValue.int(len(result.retired)),
             "conflicts": dg.MetadataValue.json([list(c) for c in result.conflicts]),
-            "active_rules": dg.MetadataValue.md(explanations),
+            "active_rules": dg.MetadataValue.md(active_rules_markdown(result.active)),
         }
-        if result.rmse_before is not None:
+        if result.rmse_before is not None and result.rmse_after is not None:
             metadata |= {
-                "evaluation_rmse_model": result.rmse_before,
-                "evaluation_rmse_with_rules": result.rmse_after,
+                "evaluation_rmse_model": dg.MetadataValue.float(result.rmse_before),
+                "evaluation_rmse_with_rules": dg.MetadataValue.float(result.rmse_after),
             }
         return dg.MaterializeResult(metadata=metadata)
 

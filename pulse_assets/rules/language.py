@@ -8,14 +8,24 @@ an unknown feature or label is named. Rules apply as polars expressions, never r
 The fingerprint is a hash of the normalized tree: keywords in any case, redundant
 parentheses, operand order of AND/OR, ``2 < x`` versus ``x > 2`` and ``2`` versus ``2.0``
 all give the same fingerprint.
+
+Every accepted rule round-trips: ``parse(rule.canonical())`` gives the rule with its
+condition normalized, and the same canonical text and fingerprint. The limits below make
+that a promise: numbers are finite and read back exactly, and a rule's tree, nesting and
+canonical text are bounded, so the recursive parser and every tree walk stay far from
+Python's recursion limit and the canonical text of an accepted rule is itself accepted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TypeVar
 
 import polars as pl
 
@@ -23,14 +33,27 @@ from pulse_assets.errors import PulseError
 
 
 class RuleSyntaxError(PulseError):
+    """Rule text that is not in the language: the message names the position and the problem."""
+
     def __init__(self, text: str, position: int, problem: str) -> None:
         self.position = position
         pointer = f"{text}\n{' ' * position}^"
         super().__init__(f"rule syntax error at position {position}: {problem}\n{pointer}")
 
 
+class RuleLimitError(RuleSyntaxError):
+    """Grammatical text over a limit: a number out of range, too long, or nested too deep.
+
+    Never a reason to try another reading of the text, so the parser's backtracking lets it
+    through unchanged."""
+
+
 class UnknownNameError(PulseError):
     """A rule names a feature or label that the feature table does not have."""
+
+
+class InvalidNumberError(PulseError):
+    """A rule tree was built in code with a number that is not finite."""
 
 
 KEYWORDS = {"IF", "THEN", "AND", "OR", "NOT"}
@@ -43,6 +66,15 @@ TOKEN = re.compile(
     r"|(?P<op>>=|<=|==|!=|\*=|\+=|-=|[-+*/<>(),]))"
 )
 MAX_RULE_LENGTH = 2_000
+"""Characters in a rule's text, and in its canonical text (the form that is stored)."""
+MAX_DEPTH = 32
+"""Levels in a rule's tree: a chain ``a + b + c`` is three levels deep (two ``+`` nodes over
+the leaves), ``NOT``, ``-``, a function call and a comparison each add one. Every tree walk
+(normalization, canonical text, polars expressions) recurses at most this deep."""
+MAX_NESTING = 2 * MAX_DEPTH
+"""Parentheses, unary minus signs, ``NOT`` and function calls open at one point of the text.
+It bounds the parser's recursion (a few frames per level). The canonical text nests at most
+two levels per tree level (``-(x)``, ``NOT (c)``), so it always fits within this limit."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +90,13 @@ class Token:
 @dataclass(frozen=True)
 class Number:
     value: float
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.value):
+            raise InvalidNumberError(
+                f"rule number {self.value!r} is not finite: a rule's numbers must be finite so "
+                "that its canonical text reads back; use a finite value"
+            )
 
 
 @dataclass(frozen=True)
@@ -105,6 +144,8 @@ class Not:
 
 
 Condition = Compare | Logical | Not
+Node = Expr | Condition
+_N = TypeVar("_N", bound=Node)
 
 
 @dataclass(frozen=True)
@@ -120,7 +161,16 @@ class Rule:
     adjustment: Adjustment
 
     def canonical(self) -> str:
-        return f"IF {_canonical(normalize(self.condition))} THEN {self.adjustment.label} {self.adjustment.op} {_canonical(self.adjustment.value)}"
+        """The normalized text: ``parse(rule.canonical()).canonical() == rule.canonical()``."""
+        return self._canonical_text
+
+    @cached_property
+    def _canonical_text(self) -> str:
+        adjustment = self.adjustment
+        return (
+            f"IF {_canonical(normalize(self.condition))} THEN {adjustment.label} "
+            f"{adjustment.op} {_canonical(adjustment.value)}"
+        )
 
     @property
     def fingerprint(self) -> str:
@@ -163,12 +213,23 @@ def tokenize(text: str) -> list[Token]:
 
 
 class _Parser:
+    """Recursive descent over the tokens, with MAX_NESTING and MAX_DEPTH enforced as it goes:
+    ``nesting`` counts the groups open at the current token, ``depths`` holds the tree depth
+    of every node built so far (by ``id``; a node is registered before any parent looks it up)."""
+
     def __init__(self, text: str) -> None:
         if len(text) > MAX_RULE_LENGTH:
-            raise RuleSyntaxError(text[:80], 0, f"rule longer than {MAX_RULE_LENGTH} characters")
+            raise RuleLimitError(
+                text[:80],
+                0,
+                f"rule is {len(text)} characters, longer than the limit of {MAX_RULE_LENGTH}; "
+                "split it into simpler rules",
+            )
         self.text = text
         self.tokens = tokenize(text)
         self.index = 0
+        self.nesting = 0
+        self.depths: dict[int, int] = {}
 
     @property
     def current(self) -> Token:
@@ -192,6 +253,51 @@ class _Parser:
             raise self.fail(expected)
         return token
 
+    def enter(self, token: Token) -> None:
+        """One more group open at ``token``; callers leave it in a ``finally``."""
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise RuleLimitError(
+                self.text,
+                token.position,
+                f"more than {MAX_NESTING} parentheses, minus signs, NOT or function calls "
+                "open at once; remove redundant ones or split the rule",
+            )
+
+    def build(self, node: _N, children: Iterable[Node], token: Token) -> _N:
+        """``node`` with its depth recorded; deeper than MAX_DEPTH is refused at ``token``."""
+        depth = 1
+        for child in children:
+            depth = max(depth, self.depths[id(child)] + 1)
+        if depth > MAX_DEPTH:
+            raise RuleLimitError(
+                self.text,
+                token.position,
+                f"the rule's tree is deeper than {MAX_DEPTH} levels (long chains of operators "
+                "or deep nesting); split it into simpler rules",
+            )
+        self.depths[id(node)] = depth
+        return node
+
+    def number(self, token: Token) -> Number:
+        """A literal that reads back exactly: finite, and not a nonzero number rounded to 0."""
+        value = float(token.text)
+        if not math.isfinite(value):
+            raise RuleLimitError(
+                self.text,
+                token.position,
+                f"number {token.text} is too large: it overflows to infinity; numbers must "
+                f"lie within ±{sys.float_info.max:.6g}, write a smaller one",
+            )
+        if value == 0 and re.search("[1-9]", token.text.lower().split("e")[0]):
+            raise RuleLimitError(
+                self.text,
+                token.position,
+                f"number {token.text} is too small: it underflows to 0; nonzero numbers must "
+                "be at least 5e-324 in size, write 0 if zero is meant",
+            )
+        return self.build(Number(value + 0.0), (), token)
+
     def rule(self) -> Rule:
         self.expect("keyword", "IF", "IF")
         condition = self.condition()
@@ -213,31 +319,56 @@ class _Parser:
         return Rule(condition, Adjustment(label.text, op, value))
 
     def condition(self) -> Condition:
+        start = self.current
         operands = [self.conjunction()]
         while self.take("keyword", "OR"):
             operands.append(self.conjunction())
-        return operands[0] if len(operands) == 1 else Logical("OR", tuple(operands))
+        if len(operands) == 1:
+            return operands[0]
+        return self.build(Logical("OR", tuple(operands)), operands, start)
 
     def conjunction(self) -> Condition:
+        start = self.current
         operands = [self.negation()]
         while self.take("keyword", "AND"):
             operands.append(self.negation())
-        return operands[0] if len(operands) == 1 else Logical("AND", tuple(operands))
+        if len(operands) == 1:
+            return operands[0]
+        return self.build(Logical("AND", tuple(operands)), operands, start)
 
     def negation(self) -> Condition:
+        token = self.current
         if self.take("keyword", "NOT"):
-            return Not(self.negation())
-        if self.current.kind == "op" and self.current.text == "(":
-            saved = self.index
-            self.index += 1
+            self.enter(token)
             try:
-                inner = self.condition()
-                if self.take("op", ")"):
-                    return inner
-            except RuleSyntaxError:
-                pass
-            self.index = saved
+                operand = self.negation()
+            finally:
+                self.nesting -= 1
+            return self.build(Not(operand), (operand,), token)
+        if token.kind == "op" and token.text == "(":
+            grouped = self.grouped_condition()
+            if grouped is not None:
+                return grouped
         return self.comparison()
+
+    def grouped_condition(self) -> Condition | None:
+        """``( condition )`` when the parenthesis opens one; None (nothing taken) when it opens
+        an arithmetic expression instead, as in ``(a + b) > 2``."""
+        saved = self.index
+        self.enter(self.current)
+        self.index += 1
+        try:
+            inner = self.condition()
+            if self.take("op", ")"):
+                return inner
+        except RuleLimitError:
+            raise
+        except RuleSyntaxError:
+            pass
+        finally:
+            self.nesting -= 1
+        self.index = saved
+        return None
 
     def comparison(self) -> Compare:
         left = self.arithmetic()
@@ -245,7 +376,8 @@ class _Parser:
         if not (token.kind == "op" and token.text in COMPARATORS):
             raise self.fail("a comparison (>, >=, <, <=, ==, !=)")
         self.index += 1
-        return Compare(token.text, left, self.arithmetic())
+        right = self.arithmetic()
+        return self.build(Compare(token.text, left, right), (left, right), token)
 
     def arithmetic(self) -> Expr:
         node = self.term()
@@ -254,38 +386,55 @@ class _Parser:
             and self.current.text in "+-"
             and self.current.text not in ASSIGNMENTS
         ):
-            op = self.current.text
+            token = self.current
             self.index += 1
-            node = Arithmetic(op, node, self.term())
+            right = self.term()
+            node = self.build(Arithmetic(token.text, node, right), (node, right), token)
         return node
 
     def term(self) -> Expr:
         node = self.unary()
         while self.current.kind == "op" and self.current.text in ("*", "/"):
-            op = self.current.text
+            token = self.current
             self.index += 1
-            node = Arithmetic(op, node, self.unary())
+            right = self.unary()
+            node = self.build(Arithmetic(token.text, node, right), (node, right), token)
         return node
 
     def unary(self) -> Expr:
-        if self.take("op", "-"):
+        token = self.current
+        if not self.take("op", "-"):
+            return self.primary()
+        self.enter(token)
+        try:
             operand = self.unary()
-            return Number(-operand.value) if isinstance(operand, Number) else Negate(operand)
-        return self.primary()
+        finally:
+            self.nesting -= 1
+        if isinstance(operand, Number):
+            return self.build(Number(-operand.value + 0.0), (), token)
+        return self.build(Negate(operand), (operand,), token)
 
     def primary(self) -> Expr:
         token = self.current
         if self.take("number"):
-            return Number(float(token.text))
+            return self.number(token)
         if self.take("op", "("):
-            inner = self.arithmetic()
-            self.expect("op", ")", "')'")
+            self.enter(token)
+            try:
+                inner = self.arithmetic()
+                self.expect("op", ")", "')'")
+            finally:
+                self.nesting -= 1
             return inner
         if token.kind == "name":
             self.index += 1
             if self.take("op", "("):
-                return self.call(token)
-            return Feature(token.text)
+                self.enter(token)
+                try:
+                    return self.call(token)
+                finally:
+                    self.nesting -= 1
+            return self.build(Feature(token.text), (), token)
         raise self.fail("a number, a feature name, a function or '('")
 
     def call(self, name: Token) -> Call:
@@ -306,14 +455,26 @@ class _Parser:
                 name.position,
                 f"{name.text} takes {low}{'' if low == high else f'..{high}'} arguments, got {len(args)}",
             )
-        return Call(name.text, tuple(args))
+        return self.build(Call(name.text, tuple(args)), args, name)
 
 
 def parse(
     text: str, features: Iterable[str] | None = None, labels: Iterable[str] | None = None
 ) -> Rule:
-    """Parse ``text``; with ``features``/``labels`` given, every name must be one of them."""
+    """Parse ``text``; with ``features``/``labels`` given, every name must be one of them.
+
+    A rule whose canonical text would be longer than MAX_RULE_LENGTH is refused too (the
+    canonical text adds parentheses and spaces), so that what is stored always reads back."""
     rule = _Parser(text).rule()
+    canonical = rule.canonical()
+    if len(canonical) > MAX_RULE_LENGTH:
+        raise RuleLimitError(
+            text[:80],
+            0,
+            f"the rule's canonical text (with every operation parenthesized) is "
+            f"{len(canonical)} characters, over the limit of {MAX_RULE_LENGTH}; "
+            "split it into simpler rules",
+        )
     if features is not None:
         known = set(features)
         unknown = sorted(rule.features() - known)
@@ -355,10 +516,15 @@ def normalize(condition: Condition) -> Condition:
 
 
 def _number(value: float) -> str:
-    return format(value, ".12g")
+    """Text that reads back as exactly ``value``: the 12-significant-digit form when that is
+    exact and no longer (the form fingerprints have always been computed from, so they stay
+    stable), else the shortest exact form, ``repr``: ``0.30000000000000004``, ``1e-320``."""
+    value += 0.0  # -0.0 is written as 0: both compare equal in every rule
+    short, exact = format(value, ".12g"), repr(value)
+    return short if float(short) == value and len(short) <= len(exact) else exact
 
 
-def _canonical(node: Condition | Expr) -> str:
+def _canonical(node: Node) -> str:
     if isinstance(node, Number):
         return _number(node.value)
     if isinstance(node, Feature):
@@ -376,7 +542,7 @@ def _canonical(node: Condition | Expr) -> str:
     return f" {node.op} ".join(f"({_canonical(o)})" for o in node.operands)
 
 
-def _names(node: Condition | Expr) -> Iterable[str]:
+def _names(node: Node) -> Iterable[str]:
     if isinstance(node, Feature):
         yield node.name
     elif isinstance(node, Negate | Not):
@@ -395,7 +561,7 @@ def _names(node: Condition | Expr) -> Iterable[str]:
 # --- polars ----------------------------------------------------------------------------------
 
 
-def to_expr(node: Condition | Expr) -> pl.Expr:
+def to_expr(node: Node) -> pl.Expr:
     if isinstance(node, Number):
         return pl.lit(node.value, dtype=pl.Float64)
     if isinstance(node, Feature):

@@ -17,11 +17,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from pulse_assets.config import LLMRulesConfig
 from pulse_assets.errors import PulseError
 from pulse_assets.rules.language import Rule, parse
+from pulse_assets.rules.repository import Confidence
 
 API_KEY_ENV, BASE_URL_ENV = "OPENAI_API_KEY", "OPENAI_BASE_URL"
 
@@ -67,13 +68,32 @@ RESPONSE_SCHEMA: dict[str, Any] = {
 }
 
 
+TEXT_LIMITS = {"name": 200, "impact": 500, "explanation": 2000}
+
+
 class LLMRule(BaseModel):
+    """One proposed rule. Overlong text never voids the whole answer: names and prose are cut
+    to TEXT_LIMITS, and an overlong definition is refused by the parser, so it is recorded
+    as a rejected rule with the reason."""
+
     model_config = ConfigDict(extra="ignore")
-    name: str = Field(default="", max_length=200)
-    definition: str = Field(max_length=2000)
-    impact: str = Field(default="", max_length=500)
-    confidence: str = "low"
-    explanation: str = Field(default="", max_length=2000)
+    name: str = ""
+    definition: str
+    impact: str = ""
+    confidence: Confidence = "low"
+    explanation: str = ""
+
+    @field_validator("name", "impact", "explanation", mode="before")
+    @classmethod
+    def _cut(cls, value: object, info: ValidationInfo) -> object:
+        return value[: TEXT_LIMITS[info.field_name or ""]] if isinstance(value, str) else value
+
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _known_confidence(cls, value: object) -> str:
+        """Any other answer (``High``, ``very``, a number) reads as its lower case or ``low``."""
+        text = str(value).strip().lower()
+        return text if text in ("low", "medium", "high") else "low"
 
 
 class LLMAnswer(BaseModel):
@@ -127,16 +147,7 @@ def parse_answer(content: str) -> list[LLMRule]:
     found = []
     for match in TEXT_RULE.finditer(content):
         parts = {k: (v or "").strip() for k, v in match.groupdict().items()}
-        confidence = parts["confidence"].lower()
-        found.append(
-            LLMRule(
-                name=parts["name"],
-                definition=parts["definition"],
-                impact=parts["impact"],
-                confidence=confidence if confidence in {"low", "medium", "high"} else "low",
-                explanation=parts["explanation"],
-            )
-        )
+        found.append(LLMRule.model_validate(parts))
     return found
 
 
@@ -219,8 +230,8 @@ def _ask(
     messages: list[dict[str, str]],
     budget: int,
     outcome: LLMOutcome,
-) -> str | None:
-    """One chat completion; None when the model refused (noted in ``outcome.status``)."""
+) -> str:
+    """One chat completion's text; an LLMError when it failed or the model refused."""
     import openai
 
     try:

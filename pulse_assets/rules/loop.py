@@ -17,9 +17,15 @@ import polars as pl
 from pulse_assets.config import RulesConfig
 from pulse_assets.features.pipeline import feature_columns
 from pulse_assets.rules.evaluation import conflicts, evaluate_rules, select_rules
-from pulse_assets.rules.language import Rule, adjusted_expr, parse
+from pulse_assets.rules.language import Rule, adjusted_expr
 from pulse_assets.rules.llm import LLMOutcome, generate
-from pulse_assets.rules.repository import NewRule, RuleRecord, RuleRepository
+from pulse_assets.rules.repository import (
+    NewRule,
+    RuleRecord,
+    RuleRepository,
+    StoredRuleError,
+    read_rule,
+)
 from pulse_assets.rules.symbolic import MinerSettings, find_patterns, mine_rules
 from pulse_assets.storage import PartitionStore
 from pulse_assets.training.dataset import TrainingDataError
@@ -64,20 +70,40 @@ def split_windows(frame: pl.DataFrame, mining_share: float) -> tuple[pl.DataFram
     return frame.head(cut), frame.slice(cut)
 
 
-def active_rules(repository: RuleRepository, labels: list[str]) -> list[tuple[RuleRecord, Rule]]:
+def date_range(frame: pl.DataFrame, what: str) -> tuple[date, date]:
+    """First and last ``date`` of ``frame``; a TrainingDataError when it has no dated row."""
+    dates = frame.get_column("date")
+    first, last = dates.min(), dates.max()
+    if not isinstance(first, date) or not isinstance(last, date):
+        raise TrainingDataError(
+            f"no retrodiction windows to {what} rules on ({frame.height} rows): backfill "
+            "evaluation/retrodiction over more days, or raise rules.window_days"
+        )
+    return first, last
+
+
+def active_rules(
+    repository: RuleRepository, labels: list[str], features: list[str] | None = None
+) -> list[tuple[RuleRecord, Rule]]:
+    """The active rules of ``labels``, oldest first, each parsed again with its names checked
+    against ``features`` (when given): a StoredRuleError names a rule that cannot be used."""
     records = repository.search(
         status="active", sort="created_at", descending=False, limit=1000
     ).items
-    return [(record, parse(record.definition)) for record in records if record.label in labels]
+    return [
+        (record, read_rule(record, features, labels))
+        for record in records
+        if record.label in labels
+    ]
 
 
 @dataclass
 class Proposal:
+    mining_windows: tuple[date, date]
+    llm: LLMOutcome = field(default_factory=lambda: LLMOutcome(status="not run"))
     created: list[RuleRecord] = field(default_factory=list)
     duplicates: list[RuleRecord] = field(default_factory=list)
     rejected: list[RuleRecord] = field(default_factory=list)
-    llm: LLMOutcome | None = None
-    mining_windows: tuple[date, date] | None = None
     patterns: int = 0
 
 
@@ -91,7 +117,7 @@ def propose(
 ) -> Proposal:
     mining, _ = split_windows(data.frame, config.mining_share)
     features = data.features
-    report = Proposal(mining_windows=(mining["date"].min(), mining["date"].max()))
+    report = Proposal(mining_windows=date_range(mining, "mine"))
     miner = MinerSettings(**config.symbolic.model_dump())
     patterns_for_prompt = []
     for label in labels:
@@ -147,9 +173,7 @@ def propose(
                 label=rule.adjustment.label,
                 source="llm",
                 description=proposal.impact[:500],
-                confidence=proposal.confidence
-                if proposal.confidence in ("low", "medium", "high")
-                else "low",
+                confidence=proposal.confidence,
                 explanation=proposal.explanation,
             ),
             run_id,
@@ -191,33 +215,59 @@ class Evaluated:
     fired_rows: int
 
 
+@dataclass(frozen=True)
+class DraftEvaluation:
+    """What ``evaluate_drafts`` did: the scored drafts, the window they were scored on, and
+    the drafts that could not be read back (rejected with the reason)."""
+
+    results: list[Evaluated]
+    window: tuple[date, date]
+    unusable: list[RuleRecord]
+
+
+def _readable(
+    records: list[RuleRecord], data: RuleData, labels: list[str]
+) -> tuple[list[tuple[RuleRecord, Rule]], list[tuple[RuleRecord, StoredRuleError]]]:
+    """Each record parsed again against today's features and labels, or the reason it fails."""
+    usable, unusable = [], []
+    for record in records:
+        try:
+            usable.append((record, read_rule(record, data.features, labels)))
+        except StoredRuleError as error:
+            unusable.append((record, error))
+    return usable, unusable
+
+
 def evaluate_drafts(
-    frame: pl.DataFrame,
+    data: RuleData,
     repository: RuleRepository,
     config: RulesConfig,
     labels: list[str],
     run_id: str | None,
-) -> tuple[list[Evaluated], tuple[date, date]]:
-    """Score every draft on the evaluation windows; each becomes accepted or rejected."""
-    _, evaluation = split_windows(frame, config.mining_share)
-    window = (evaluation["date"].min(), evaluation["date"].max())
+) -> DraftEvaluation:
+    """Score every draft on the evaluation windows; each becomes accepted or rejected. A draft
+    that no longer reads back (a feature gone) is rejected with the reason, not scored."""
+    _, evaluation = split_windows(data.frame, config.mining_share)
+    window = date_range(evaluation, "evaluate")
     drafts = [
         r
         for r in repository.search(status="draft", limit=1000, descending=False).items
         if r.label in labels
     ]
-    rules = [parse(r.definition) for r in drafts]
+    usable, unusable = _readable(drafts, data, labels)
+    for record, error in unusable:
+        repository.set_status(record.rule_id, "rejected", reason=str(error), run_id=run_id)
     settings = config.evaluation
     scores = evaluate_rules(
         evaluation,
-        rules,
+        [rule for _, rule in usable],
         resamples=settings.resamples,
         block=settings.block_days,
         confidence=settings.confidence,
         seed=settings.seed,
     )
     results = []
-    for record, score in zip(drafts, scores, strict=True):
+    for (record, _), score in zip(usable, scores, strict=True):
         repository.record_evaluation(
             record.rule_id,
             record.version,
@@ -243,7 +293,9 @@ def evaluate_drafts(
                 repository.get(record.rule_id), score.accepted, score.metrics(), score.fired_rows
             )
         )
-    return results, window
+    return DraftEvaluation(
+        results, window, [repository.get(record.rule_id) for record, _ in unusable]
+    )
 
 
 @dataclass
@@ -255,23 +307,32 @@ class Promotion:
     rmse_after: float | None = None
 
 
+def _rmse(frame: pl.DataFrame, forecast: pl.Expr, label: str) -> float:
+    """RMSE of ``forecast`` against ``actual_<label>`` over the rows where it is known."""
+    usable = frame.filter(pl.col(f"actual_{label}").is_not_null())
+    return float(usable.select(((forecast - pl.col(f"actual_{label}")) ** 2).mean().sqrt()).item())
+
+
 def promote(
-    frame: pl.DataFrame,
+    data: RuleData,
     repository: RuleRepository,
     config: RulesConfig,
     labels: list[str],
     run_id: str | None,
 ) -> Promotion:
-    """Greedy forward selection over accepted and active rules on the evaluation windows."""
-    _, evaluation = split_windows(frame, config.mining_share)
-    pool = [
+    """Greedy forward selection over accepted and active rules on the evaluation windows. A
+    rule that no longer reads back (a feature gone) is retired with the reason."""
+    _, evaluation = split_windows(data.frame, config.mining_share)
+    candidates = [
         r
         for r in repository.search(
             status=["accepted", "active"], limit=1000, descending=False
         ).items
         if r.label in labels
     ]
-    rules = [parse(r.definition) for r in pool]
+    usable, unusable = _readable(candidates, data, labels)
+    pool = [record for record, _ in usable]
+    rules = [rule for _, rule in usable]
     chosen = set(
         select_rules(evaluation, rules, list(range(len(pool))), config.evaluation.max_active)
     )
@@ -280,6 +341,10 @@ def promote(
         for c in conflicts(evaluation, rules)
     ]
     result = Promotion(active=[], retired=[], conflicts=clashes)
+    for record, error in unusable:
+        result.retired.append(
+            repository.set_status(record.rule_id, "retired", reason=str(error), run_id=run_id)
+        )
     for index, record in enumerate(pool):
         if index in chosen and record.status == "accepted":
             record = repository.set_status(
@@ -295,12 +360,10 @@ def promote(
         (result.active if index in chosen else result.retired).append(record)
     if pool:
         label = labels[0]
-        usable = evaluation.filter(pl.col(f"actual_{label}").is_not_null())
-        before = ((usable[f"forecast_{label}"] - usable[f"actual_{label}"]) ** 2).mean() ** 0.5
         adjusted = pl.col(f"forecast_{label}")
         for index in sorted(chosen):
             if rules[index].adjustment.label == label:
                 adjusted = adjusted_expr(rules[index], adjusted)
-        after = usable.select(((adjusted - pl.col(f"actual_{label}")) ** 2).mean().sqrt()).item()
-        result.rmse_before, result.rmse_after = float(before), float(after)
+        result.rmse_before = _rmse(evaluation, pl.col(f"forecast_{label}"), label)
+        result.rmse_after = _rmse(evaluation, adjusted, label)
     return result

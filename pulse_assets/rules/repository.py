@@ -1,10 +1,18 @@
 """Versioned rule repository on SQLAlchemy (the plan's RuleRepository).
 
 Every content change is a new version whose ``changes`` say what changed; a status change
-updates the latest version and writes an audit event. Version numbers come from a unique
-(rule_id, version) constraint: concurrent writers that pick the same number collide, and the
-loser retries with the next one, so no version is lost or duplicated. Queries use bound
-parameters only (SQLAlchemy Core).
+updates the latest version and writes an audit event. Writes are race-free through the
+database's constraints, not through checks made before writing:
+
+- Version numbers: a new version first takes the current latest row (clearing its
+  ``live_fingerprint`` where it still holds it), then inserts the next number under a unique
+  (rule_id, version) constraint; a concurrent writer finds nothing to take, or collides, and
+  retries with the next number, so no version is lost or duplicated.
+- Fingerprints: ``live_fingerprint`` is unique, so two live rules never share one. ``add`` of
+  a rule that a concurrent writer has just stored collides and returns that rule instead.
+
+Queries use bound parameters only (SQLAlchemy Core); text search escapes LIKE wildcards.
+Stored definitions are parsed again, names checked, before a run uses them (``read_rule``).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -19,9 +28,11 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from pulse_assets.errors import PulseError
+from pulse_assets.rules.language import Rule, RuleSyntaxError, UnknownNameError, parse
 from pulse_assets.storage.sql import rule_evaluations, rule_events, rules
 
 Status = Literal["draft", "evaluated", "accepted", "rejected", "active", "retired"]
+Confidence = Literal["low", "medium", "high"]
 TRANSITIONS: dict[str, set[str]] = {
     "draft": {"evaluated", "rejected"},
     "evaluated": {"accepted", "rejected"},
@@ -57,6 +68,10 @@ class InvalidTransitionError(RuleRepositoryError):
     pass
 
 
+class StoredRuleError(RuleRepositoryError):
+    """A stored definition no longer parses, or names a feature or label that is gone."""
+
+
 @dataclass(frozen=True)
 class NewRule:
     name: str
@@ -65,7 +80,7 @@ class NewRule:
     label: str
     source: Literal["symbolic", "llm", "manual"]
     description: str = ""
-    confidence: Literal["low", "medium", "high"] = "low"
+    confidence: Confidence = "low"
     impact: float | None = None
     explanation: str = ""
     details: dict[str, Any] = field(default_factory=dict)
@@ -107,6 +122,34 @@ def _record(row: Any) -> RuleRecord:
     return RuleRecord(**{k: row[k] for k in RuleRecord.__dataclass_fields__})
 
 
+def read_rule(
+    record: RuleRecord, features: Iterable[str] | None = None, labels: Iterable[str] | None = None
+) -> Rule:
+    """The stored definition parsed again, with its names checked when ``features`` and
+    ``labels`` are given: a rule is used only as what it reads back as today."""
+    try:
+        rule = parse(record.definition, features, labels)
+    except (RuleSyntaxError, UnknownNameError) as error:
+        raise StoredRuleError(
+            f"stored rule {record.rule_id} v{record.version} ({record.status}, "
+            f"{record.definition[:120]!r}) cannot be used: {str(error).splitlines()[0]}. "
+            "Retire or delete that rule, or restore what it names"
+        ) from error
+    if rule.adjustment.label != record.label:
+        raise StoredRuleError(
+            f"stored rule {record.rule_id} v{record.version}: its definition adjusts "
+            f"{rule.adjustment.label!r} but the record says {record.label!r}; update the rule "
+            "so that both agree"
+        )
+    return rule
+
+
+def _contains(text: str) -> str:
+    """A LIKE pattern (escape character ``/``) matching ``text`` literally, anywhere."""
+    escaped = text.lower().replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return f"%{escaped}%"
+
+
 class RuleRepository:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -143,17 +186,8 @@ class RuleRepository:
             return [_record(row) for row in connection.execute(query).mappings()]
 
     def find_fingerprint(self, fingerprint: str) -> RuleRecord | None:
-        """The live rule whose latest version has this fingerprint, if any."""
-        latest = self._latest_versions()
-        query = (
-            sa.select(rules)
-            .join(
-                latest,
-                sa.and_(rules.c.rule_id == latest.c.rule_id, rules.c.version == latest.c.latest),
-            )
-            .where(rules.c.fingerprint == fingerprint, rules.c.deleted_at.is_(None))
-            .limit(1)
-        )
+        """The live rule whose latest version has this fingerprint, if any (at most one)."""
+        query = sa.select(rules).where(rules.c.live_fingerprint == fingerprint)
         with self.engine.connect() as connection:
             row = connection.execute(query).mappings().first()
         return _record(row) if row else None
@@ -184,11 +218,11 @@ class RuleRepository:
             )
         conditions = []
         if text:
-            pattern = f"%{text.lower()}%"
+            pattern = _contains(text)
             conditions.append(
                 sa.or_(
-                    sa.func.lower(rules.c.name).like(pattern),
-                    sa.func.lower(rules.c.description).like(pattern),
+                    sa.func.lower(rules.c.name).like(pattern, escape="/"),
+                    sa.func.lower(rules.c.description).like(pattern, escape="/"),
                 )
             )
         if status:
@@ -245,34 +279,45 @@ class RuleRepository:
         self, rule: NewRule, *, reason: str = "created", run_id: str | None = None
     ) -> tuple[RuleRecord, bool]:
         """Store a new rule (version 1). A live rule with the same fingerprint is returned
-        instead, unchanged: (record, created)."""
-        existing = self.find_fingerprint(rule.fingerprint)
-        if existing is not None:
-            return existing, False
-        now = _now()
-        values = {
-            **rule.__dict__,
-            "rule_id": uuid.uuid4().hex[:12],
-            "version": 1,
-            "changes": {},
-            "created_at": now,
-            "updated_at": now,
-            "deleted_at": None,
-        }
-        with self.engine.begin() as connection:
-            connection.execute(rules.insert().values(**values))
-            connection.execute(
-                rule_events.insert().values(
-                    rule_id=values["rule_id"],
-                    version=1,
-                    from_status=None,
-                    to_status=rule.status,
-                    reason=reason,
-                    dagster_run_id=run_id,
-                    at=now,
-                )
-            )
-        return self.get(values["rule_id"]), True
+        instead, unchanged: (record, created). Under concurrent adds of one rule, exactly one
+        is created; the unique live fingerprint turns the others into a lookup."""
+        for attempt in range(VERSION_RETRIES):
+            existing = self.find_fingerprint(rule.fingerprint)
+            if existing is not None:
+                return existing, False
+            now = _now()
+            values = {
+                **rule.__dict__,
+                "rule_id": uuid.uuid4().hex[:12],
+                "version": 1,
+                "changes": {},
+                "created_at": now,
+                "updated_at": now,
+                "deleted_at": None,
+                "live_fingerprint": rule.fingerprint,
+            }
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(rules.insert().values(**values))
+                    connection.execute(
+                        rule_events.insert().values(
+                            rule_id=values["rule_id"],
+                            version=1,
+                            from_status=None,
+                            to_status=rule.status,
+                            reason=reason,
+                            dagster_run_id=run_id,
+                            at=now,
+                        )
+                    )
+            except sa.exc.IntegrityError:
+                _back_off(attempt)  # another writer stored it first: the next look finds it
+                continue
+            return self.get(values["rule_id"]), True
+        raise RuleRepositoryError(
+            f"rule {rule.name!r} (fingerprint {rule.fingerprint}): {VERSION_RETRIES} tries to "
+            "store it collided with concurrent writers and found no live copy; retry later"
+        )
 
     def update(
         self, rule_id: str, changes: dict[str, Any], *, reason: str, run_id: str | None = None
@@ -293,27 +338,57 @@ class RuleRepository:
                 "version": current.version + 1,
                 "changes": {"reason": reason, "fields": diff},
                 "updated_at": _now(),
+                "live_fingerprint": row["fingerprint"],
             }
             try:
                 with self.engine.begin() as connection:
-                    connection.execute(rules.insert().values(**row))
-                    connection.execute(
-                        rule_events.insert().values(
-                            rule_id=rule_id,
-                            version=row["version"],
-                            from_status=current.status,
-                            to_status=current.status,
-                            reason=f"new version: {reason}",
-                            dagster_run_id=run_id,
-                            at=row["updated_at"],
+                    taken = self._take_latest(connection, current)
+                    if taken:
+                        connection.execute(rules.insert().values(**row))
+                        connection.execute(
+                            rule_events.insert().values(
+                                rule_id=rule_id,
+                                version=row["version"],
+                                from_status=current.status,
+                                to_status=current.status,
+                                reason=f"new version: {reason}",
+                                dagster_run_id=run_id,
+                                at=row["updated_at"],
+                            )
                         )
-                    )
-                return self.get(rule_id)
             except sa.exc.IntegrityError:
-                time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))
+                self._refuse_taken_fingerprint(rule_id, row["fingerprint"])
+                taken = False
+            if taken:
+                return self.get(rule_id)
+            _back_off(attempt)  # a concurrent writer added a version first
         raise RuleRepositoryError(
             f"rule {rule_id}: {VERSION_RETRIES} concurrent writers kept taking the next version; retry later"
         )
+
+    @staticmethod
+    def _take_latest(connection: sa.Connection, current: RuleRecord) -> bool:
+        """Clear the live fingerprint of ``current`` (locking its row on PostgreSQL); False
+        when a concurrent writer has already replaced it by a newer version."""
+        taken = connection.execute(
+            rules.update()
+            .where(
+                rules.c.rule_id == current.rule_id,
+                rules.c.version == current.version,
+                rules.c.live_fingerprint.is_not(None),
+            )
+            .values(live_fingerprint=None)
+        )
+        return taken.rowcount == 1
+
+    def _refuse_taken_fingerprint(self, rule_id: str, fingerprint: str) -> None:
+        owner = self.find_fingerprint(fingerprint)
+        if owner is not None and owner.rule_id != rule_id:
+            raise RuleRepositoryError(
+                f"rule {rule_id}: cannot take fingerprint {fingerprint}, live rule "
+                f"{owner.rule_id} ({owner.definition[:120]!r}) already has it: it is the same "
+                "rule written another way. Delete one of them, or change the definition"
+            )
 
     def set_status(
         self, rule_id: str, status: str, *, reason: str, run_id: str | None = None
@@ -358,7 +433,9 @@ class RuleRepository:
         now = _now()
         with self.engine.begin() as connection:
             connection.execute(
-                rules.update().where(rules.c.rule_id == rule_id).values(deleted_at=now)
+                rules.update()
+                .where(rules.c.rule_id == rule_id)
+                .values(deleted_at=now, live_fingerprint=None)
             )
             connection.execute(
                 rule_events.insert().values(
@@ -402,6 +479,11 @@ class RuleRepository:
                     at=_now(),
                 )
             )
+
+
+def _back_off(attempt: int) -> None:
+    """A short random pause before retrying a write that lost a race, longer each time."""
+    time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))
 
 
 def _as_datetime(value: date | datetime, end_of_day: bool = False) -> datetime:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -19,6 +20,9 @@ from scipy import stats
 
 from pulse_assets.drift.statistics import benjamini_hochberg
 from pulse_assets.rules.language import adjusted_expr, condition_expr, parse
+
+if TYPE_CHECKING:
+    from pulse_assets.rules.repository import Confidence
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class Candidate:
     fingerprint: str
     name: str
     description: str
-    confidence: str
+    confidence: Confidence
     impact: float
     pattern: Pattern
 
@@ -131,12 +135,17 @@ def find_patterns(
     ]
 
 
-def confidence(pattern: Pattern) -> str:
+def confidence(pattern: Pattern) -> Confidence:
     if pattern.q_value < 0.001 and pattern.effect_size >= 0.8:
         return "high"
     if pattern.q_value < 0.01 and pattern.effect_size >= 0.5:
         return "medium"
     return "low"
+
+
+def _rmse(frame: pl.DataFrame, forecast: pl.Expr, actual: str) -> float:
+    """RMSE of ``forecast`` against column ``actual`` (rows where either is null left out)."""
+    return float(frame.select(((forecast - pl.col(actual)) ** 2).mean().sqrt()).item())
 
 
 def _correction(frame: pl.DataFrame, pattern: Pattern, label: str) -> tuple[str, float]:
@@ -148,18 +157,18 @@ def _correction(frame: pl.DataFrame, pattern: Pattern, label: str) -> tuple[str,
         if pattern.mean_residual >= 0
         else f"{label} += {-pattern.mean_residual:.6g}"
     ]
-    mean_forecast = rows.get_column(forecast).mean()
-    if rows.height and (rows.get_column(forecast) > 0).all() and mean_forecast:
-        options.append(f"{label} *= {rows.get_column(actual).mean() / mean_forecast:.6g}")
-    base = float(np.sqrt(((frame[forecast] - frame[actual]) ** 2).mean()))
+    forecasts = rows.get_column(forecast).to_numpy().astype(np.float64)
+    if forecasts.size and (forecasts > 0).all():
+        actuals = rows.get_column(actual).to_numpy().astype(np.float64)
+        options.append(f"{label} *= {actuals.mean() / forecasts.mean():.6g}")
+    base = _rmse(frame, pl.col(forecast), actual)
     best, best_gain = options[0], -np.inf
     for option in options:
         definition = f"IF {pattern.condition} THEN {option}"
-        adjusted = frame.select(_adjusted(definition, label).alias("a"), pl.col(actual))
-        gain = base - float(np.sqrt(((adjusted["a"] - adjusted[actual]) ** 2).mean()))
+        gain = base - _rmse(frame, _adjusted(definition, label), actual)
         if gain > best_gain:
             best, best_gain = option, gain
-    return f"IF {pattern.condition} THEN {best}", best_gain
+    return f"IF {pattern.condition} THEN {best}", float(best_gain)
 
 
 def _mask(condition: str, label: str) -> pl.Expr:

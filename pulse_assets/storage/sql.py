@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 
 from pulse_assets.errors import StoreError
@@ -43,16 +46,6 @@ alias_events = sa.Table(
 )
 
 
-def connect(url: str) -> sa.Engine:
-    """An engine for ``url`` with the tables created; a bad URL is a StoreError naming it."""
-    try:
-        engine = sa.create_engine(url, future=True)
-        metadata.create_all(engine)
-    except sa.exc.SQLAlchemyError as error:
-        raise StoreError(f"cannot open the SQL store at {url!r}: {error}") from error
-    return engine
-
-
 rules = sa.Table(
     "rules",
     metadata,
@@ -74,9 +67,17 @@ rules = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+    # the fingerprint on the latest version of a rule that is not deleted, NULL on every other
+    # row: unique, so two live rules can never share a fingerprint, whoever writes them
+    sa.Column("live_fingerprint", sa.String(32), nullable=True),
     sa.UniqueConstraint("rule_id", "version", name="uq_rules_rule_version"),
     sa.Index("ix_rules_fingerprint", "fingerprint"),
     sa.Index("ix_rules_status", "status"),
+)
+# A plain unique index over a nullable column (NULLs never collide) rather than a partial
+# index: it means the same on every SQLAlchemy backend, not only SQLite and PostgreSQL.
+LIVE_FINGERPRINT_INDEX = sa.Index(
+    "uq_rules_live_fingerprint", rules.c.live_fingerprint, unique=True
 )
 
 rule_events = sa.Table(
@@ -110,3 +111,110 @@ rule_evaluations = sa.Table(
     sa.Column("dagster_run_id", sa.String(64), nullable=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
+
+
+def connect(url: str) -> sa.Engine:
+    """An engine for ``url`` with the tables created (and an older rules table upgraded); a
+    bad URL is a StoreError naming it."""
+    try:
+        engine = sa.create_engine(url, future=True)
+        metadata.create_all(engine)
+    except sa.exc.SQLAlchemyError as error:
+        raise StoreError(f"cannot open the SQL store at {url!r}: {error}") from error
+    _upgrade_rules(engine, url)
+    return engine
+
+
+# Which of several live rules with one fingerprint an upgrade keeps: the one furthest along
+# (an active rule stays active), then the oldest, then the smallest id. Deterministic.
+KEEP_FIRST = ("active", "accepted", "evaluated", "draft", "retired", "rejected")
+
+
+def _has_live_fingerprint(engine: sa.Engine) -> bool:
+    return "live_fingerprint" in {c["name"] for c in sa.inspect(engine).get_columns("rules")}
+
+
+def _upgrade_rules(engine: sa.Engine, url: str) -> None:
+    """A rules table made before ``live_fingerprint`` existed gets the column, filled for the
+    latest version of every live rule, and its unique index, in one transaction.
+
+    Concurrent adds could leave several live rules with one fingerprint then; the upgrade
+    keeps one (KEEP_FIRST) and soft-deletes the others, each with a ``deleted`` event naming
+    the rule it duplicated, so every version stays readable and nothing is lost. Two
+    processes upgrading at once: one wins, the other finds the column and stops."""
+    if _has_live_fingerprint(engine):
+        return
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("ALTER TABLE rules ADD COLUMN live_fingerprint VARCHAR(32)"))
+            _delete_duplicates(connection)
+            connection.execute(
+                sa.update(rules)
+                .where(rules.c.deleted_at.is_(None), rules.c.version == _latest_version())
+                .values(live_fingerprint=rules.c.fingerprint)
+            )
+            LIVE_FINGERPRINT_INDEX.create(connection)
+    except sa.exc.SQLAlchemyError as error:
+        if _has_live_fingerprint(engine):
+            return
+        raise StoreError(
+            f"cannot upgrade the rules table of the SQL store at {url!r} (adding the unique "
+            f"live_fingerprint column): {error}. Check that the database user may ALTER the "
+            "table, then open the store again"
+        ) from error
+
+
+def _latest_version() -> sa.ScalarSelect[int]:
+    newer = rules.alias("newer")
+    return (
+        sa.select(sa.func.max(newer.c.version))
+        .where(newer.c.rule_id == rules.c.rule_id)
+        .scalar_subquery()
+    )
+
+
+def _delete_duplicates(connection: sa.Connection) -> None:
+    live = connection.execute(
+        sa.select(
+            rules.c.rule_id,
+            rules.c.version,
+            rules.c.fingerprint,
+            rules.c.status,
+            rules.c.created_at,
+        ).where(rules.c.deleted_at.is_(None), rules.c.version == _latest_version())
+    ).all()
+    now = datetime.now(UTC)
+    by_fingerprint = sorted(live, key=lambda r: r.fingerprint)
+    for fingerprint, group in itertools.groupby(by_fingerprint, key=lambda r: r.fingerprint):
+        keep, *others = sorted(
+            group,
+            key=lambda r: (
+                KEEP_FIRST.index(r.status) if r.status in KEEP_FIRST else len(KEEP_FIRST),
+                _utc(r.created_at),
+                r.rule_id,
+            ),
+        )
+        for other in others:
+            connection.execute(
+                sa.update(rules).where(rules.c.rule_id == other.rule_id).values(deleted_at=now)
+            )
+            connection.execute(
+                rule_events.insert().values(
+                    rule_id=other.rule_id,
+                    version=other.version,
+                    from_status=other.status,
+                    to_status="deleted",
+                    reason=(
+                        f"duplicate of rule {keep.rule_id} (same fingerprint {fingerprint}, "
+                        "left by concurrent adds before live fingerprints were unique); "
+                        "deleted by the schema upgrade"
+                    ),
+                    dagster_run_id=None,
+                    at=now,
+                )
+            )
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes for timezone-aware columns: they were written in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -2,10 +2,12 @@
 
 import shutil
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
+import torch
 
 from pulse_assets.config import Settings
 from pulse_assets.definitions import build_assets, build_definitions, build_resources
@@ -32,7 +34,8 @@ def world(trained_world, tmp_path_factory):
         "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "retries": 0}
     }
     settings = Settings.model_validate(raw)
-    with dg.instance_for_test() as instance:
+    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
+        patch.setenv("PULSE_HOME", str(tmp / "pulse_home"))  # checkpoints and MLflow artifacts
         result = dg.materialize(
             build_assets(settings),
             selection=[MODEL_KEY],
@@ -88,6 +91,43 @@ def test_retrodiction_over_a_range_forecasts_each_trading_day(world):
     assert {(r.window_start, r.window_end) for r in records} == {
         (date(2016, 11, 2), date(2016, 12, 15))
     }
+
+
+def test_a_pickle_planted_as_the_champion_fails_retrodiction_and_is_not_run(world):
+    """The retrodiction asset (started by automation on its own) loads the champion: a pickle
+    put in place of its weights is refused with what to do, and never runs."""
+    from urllib.parse import urlparse
+
+    from pulse_assets.definitions import build_resources as resources_of
+    from pulse_assets.training.model_files import WEIGHTS_FILE
+    from pulse_assets_tests.training.test_model_files import Payload, is_live
+
+    registry = resources_of(world["settings"])["registry"].get()
+    source = registry.client.get_model_version(registry.model_name, "1").source
+    weights = Path(urlparse(source).path) / WEIGHTS_FILE
+    marker, kept = world["tmp"] / "marker", weights.read_bytes()
+    try:
+        torch.save({"w": Payload(marker)}, weights)
+        assert is_live(weights, marker, "torch"), "the payload is not live"
+        result = materialize_failing(world, [RETRODICTION_KEY], "2016-12-01", "2016-12-02")
+        error = result.get_step_failure_events()[0].step_failure_data.error.cause
+        assert error.cls_name == "ModelFileError" and "is not a safetensors file" in error.message
+        assert not marker.exists()
+    finally:
+        weights.write_bytes(kept)
+    assert materialize(world, [RETRODICTION_KEY], "2016-12-01", "2016-12-02").success
+
+
+def materialize_failing(world, keys, first, last):
+    settings = world["settings"]
+    return dg.materialize(
+        build_assets(settings),
+        selection=keys,
+        resources=build_resources(settings),
+        instance=world["instance"],
+        tags=range_tags(first, last),
+        raise_on_error=False,
+    )
 
 
 def inject_drift(store: PartitionStore, first: str, last: str, column: str) -> None:
@@ -180,31 +220,64 @@ def test_freshness_and_automation_are_declared(world):
     assert schedule.tags[TRIGGER_TAG] == "schedule" and schedule.job_name == "retrain"
 
 
-def test_the_rule_loop_with_an_openai_compatible_endpoint(world, monkeypatch):
+RETRODICTION = "evaluation/retrodiction"
+PLANTED_BIAS = 0.02
+
+
+def plant_overshoot_on_up_days(store: PartitionStore, feature: str, label: str) -> None:
+    """Every stored retrodiction row overshoots by PLANTED_BIAS where ``feature >= 0``: a
+    pattern far larger than the model's own errors, so its outcome is known in advance."""
+    keys = store.keys(RETRODICTION)
+    frame = store.read(RETRODICTION, keys)
+    features = store.read_range("features/daily_features", keys[0], keys[-1])
+    up = (
+        frame.select("date")
+        .join(features.select("date", feature), on="date", how="left")
+        .select((pl.col(feature) >= 0).fill_null(False))
+        .to_series()
+    )
+    forecast = pl.col(f"forecast_{label}") + pl.when(up).then(PLANTED_BIAS).otherwise(0.0)
+    planted = frame.with_columns(forecast.alias(f"forecast_{label}")).with_columns(
+        pl.col(f"forecast_{label}").alias(f"adjusted_{label}"),
+        (pl.col(f"forecast_{label}") - pl.col(f"actual_{label}")).alias(f"error_{label}"),
+        (pl.col(f"forecast_{label}") - pl.col(f"actual_{label}")).alias(f"adjusted_error_{label}"),
+    )
+    store.write_partitions(RETRODICTION, planted.select(frame.columns), keys)
+
+
+def test_the_rule_loop_finds_a_planted_pattern_and_rejects_a_harmful_rule(world, monkeypatch):
+    """The rule assets through Dagster, with a known outcome: the symbolic miner must find the
+    planted overshoot and a rule correcting it must become active; the LLM's harmful rule must
+    fail its evaluation, its invalid and over-nested rules must be rejected at parse, and the
+    next retrodiction must apply exactly the active rules."""
     import json as _json
 
+    from pulse_assets.config import SymbolicRulesConfig
     from pulse_assets.defs.rules import ACTIVE_KEY, CANDIDATES_KEY, EVALUATIONS_KEY
+    from pulse_assets.evaluation.retrodiction import with_rules
+    from pulse_assets.features.pipeline import feature_columns
+    from pulse_assets.rules.language import parse
+    from pulse_assets.rules.loop import active_rules
     from pulse_assets.rules.repository import RuleRepository
     from pulse_assets_tests.http_server import Reply, scripted_server
 
     settings = world["settings"]
+    label = "sp500_abs_return_next"
     assert materialize(world, [RETRODICTION_KEY], "2016-11-02", "2016-12-31").success
+    store = PartitionStore(settings.store.root)
+    plant_overshoot_on_up_days(store, "sp500_log_return", label)
+    # about 40 out-of-sample windows: bins of two, five rows at least, single features only
+    symbolic = SymbolicRulesConfig(quantiles=2, min_support=5, max_pair_features=0)
+    rule_settings = settings.model_copy(
+        update={"rules": settings.rules.model_copy(update={"symbolic": symbolic})}
+    )
+    harmful = f"IF sp500_log_return < 0 THEN {label} *= 10"
+    invalid = f"IF __import__('os') THEN {label} *= 2"
+    nested = "IF " + "(" * 250 + "sp500_log_return > 0" + ")" * 250 + f" THEN {label} *= 2"
     answer = {
         "rules": [
-            {
-                "name": "calm damping",
-                "definition": "IF sp500_log_return_rolling_volatility_5 < 1 THEN sp500_abs_return_next *= 0.97",
-                "impact": "small",
-                "confidence": "low",
-                "explanation": "the model runs hot",
-            },
-            {
-                "name": "bad",
-                "definition": "IF __import__('os') THEN sp500_abs_return_next *= 2",
-                "impact": "",
-                "confidence": "low",
-                "explanation": "",
-            },
+            {"name": n, "definition": d, "impact": "", "confidence": "low", "explanation": "x"}
+            for n, d in (("harmful", harmful), ("invalid", invalid), ("nested", nested))
         ]
     }
     completion = {
@@ -225,53 +298,53 @@ def test_the_rule_loop_with_an_openai_compatible_endpoint(world, monkeypatch):
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
         monkeypatch.setenv("OPENAI_BASE_URL", f"{url}/v1")
         result = dg.materialize(
-            build_assets(settings),
+            build_assets(rule_settings),
             selection=[CANDIDATES_KEY, EVALUATIONS_KEY, ACTIVE_KEY],
-            resources=build_resources(settings),
+            resources=build_resources(rule_settings),
             instance=world["instance"],
         )
     assert result.success
     prompt = script.requests[0]["body"]["messages"][1]["content"]
     assert "sp500_log_return_rolling_volatility_5" in prompt and '"version": "1"' in prompt
     assert "sp500_abs_return_next.rmse" in prompt and "training_period" in prompt
-    candidates = {
-        k: v.value
-        for k, v in result.asset_materializations_for_node("rules__rule_candidates")[
-            0
-        ].metadata.items()
-    }
-    assert candidates["llm"].startswith("1 valid and 1 invalid rule(s) from gpt-4o-mini")
+
+    def metadata(node: str) -> dict:
+        event = result.asset_materializations_for_node(node)[0]
+        return {k: v.value for k, v in event.metadata.items()}
+
+    candidates = metadata("rules__rule_candidates")
+    assert candidates["llm"].startswith("1 valid and 2 invalid rule(s) from gpt-4o-mini")
+    assert candidates["patterns_found"] > 0 and candidates["rejected_invalid"] == 2
     repository = RuleRepository(connect(settings.sql.url))
-    llm_rules = repository.search(source="llm", limit=10).items
-    statuses = {r.definition: r.status for r in llm_rules}
-    assert statuses["IF __import__('os') THEN sp500_abs_return_next *= 2"] == "rejected"
-    damping = next(
-        r
-        for r in llm_rules
-        if r.definition.startswith("IF sp500_log_return_rolling_volatility_5 < 1")
-    )
-    assert damping.status in {"active", "retired", "rejected"}
-    assert [e["to_status"] for e in repository.events(damping.rule_id)][:3] == [
+    by_definition = {r.definition: r for r in repository.search(limit=1000).items}
+    assert by_definition[invalid].status == "rejected"
+    assert by_definition[nested[:2000]].status == "rejected"
+    assert "more than 64 parentheses" in by_definition[nested[:2000]].description
+
+    rejected = by_definition[parse(harmful).canonical()]
+    assert [e["to_status"] for e in repository.events(rejected.rule_id)] == [
         "draft",
         "evaluated",
-        damping.status if damping.status == "rejected" else "accepted",
+        "rejected",
     ]
-    evaluation = repository.evaluations(damping.rule_id)[0]
-    assert evaluation["ci_low"] <= evaluation["metrics"]["improvement"] <= evaluation["ci_high"]
+    evaluation = repository.evaluations(rejected.rule_id)[0]
+    assert evaluation["ci_high"] < 0 and not evaluation["accepted"]
+
+    active = repository.search(status="active", limit=1000).items
+    assert active and all(r.source == "symbolic" for r in active)
+    assert all(parse(r.definition).sign() == -1 for r in active)  # each lowers the overshoot
+    promoted = metadata("rules__active_rules")
+    assert promoted["active"] == len(active)
+    assert promoted["evaluation_rmse_with_rules"] < 0.6 * promoted["evaluation_rmse_model"]
 
     assert materialize(world, [RETRODICTION_KEY], "2016-12-01", "2016-12-31").success
-    frame = PartitionStore(settings.store.root).read_range(
-        "evaluation/retrodiction", "2016-12-01", "2016-12-31"
-    )
-    active = repository.search(status="active").items
-    if any(r.rule_id == damping.rule_id for r in active):
-        assert (
-            frame["adjusted_sp500_abs_return_next"] - frame["forecast_sp500_abs_return_next"] * 0.97
-        ).abs().max() < 1e-12
-    else:
-        assert frame["adjusted_sp500_abs_return_next"].equals(
-            frame["forecast_sp500_abs_return_next"]
-        )
+    frame = store.read_range(RETRODICTION, "2016-12-01", "2016-12-31")
+    features = store.read_range("features/daily_features", "2016-11-01", "2016-12-31")
+    rules = [rule for _, rule in active_rules(repository, [label], feature_columns(features))]
+    plain = frame.drop(f"adjusted_{label}", f"adjusted_error_{label}")
+    expected = with_rules(plain, features, [label], rules)[f"adjusted_{label}"]
+    assert (frame[f"adjusted_{label}"] - expected).abs().max() == 0.0
+    assert (frame[f"adjusted_{label}"] < frame[f"forecast_{label}"]).sum() > 0
 
 
 def test_new_raw_partitions_make_the_latest_downstream_days_materialize(world):

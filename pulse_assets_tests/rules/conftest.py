@@ -1,6 +1,8 @@
-"""Repository backends: SQLite in a temp folder and a fresh PostgreSQL database per test run."""
+"""Repository backends: SQLite in a temp folder and fresh PostgreSQL databases."""
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -10,22 +12,32 @@ from pulse_assets.storage.sql import connect
 POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A database created for this test session and dropped after it."""
+@contextmanager
+def new_postgres_database() -> Iterator[str]:
+    """The URL of a database created for the caller and dropped after it."""
     name = f"pulse_test_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
             connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except sa.exc.OperationalError as error:
+        admin.dispose()
         pytest.fail(
             f"PostgreSQL on 127.0.0.1:5432 is required for these tests and is not reachable: {error}"
         )
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A database created for this test session and dropped after it."""
+    with new_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -40,3 +52,13 @@ def engine(request, tmp_path, postgres_url):
             )
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_url(request, tmp_path):
+    """The URL of an empty store of each kind, for tests that build the schema themselves."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+    else:
+        with new_postgres_database() as url:
+            yield url

@@ -97,5 +97,5 @@ def test_rules_apply_vectorized_with_functions_and_nulls():
 
 
 def test_overlong_rules_are_refused():
-    with pytest.raises(RuleSyntaxError, match="longer than 2000 characters"):
+    with pytest.raises(RuleSyntaxError, match="4010 characters, longer than the limit of 2000"):
         parse("IF " + " AND ".join(["a > 1"] * 400) + " THEN y *= 2")

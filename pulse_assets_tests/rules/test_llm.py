@@ -2,11 +2,17 @@
 
 import json
 import time
+from datetime import date, timedelta
 
+import numpy as np
+import polars as pl
 import pytest
 
-from pulse_assets.config import LLMRulesConfig
+from pulse_assets.config import LLMRulesConfig, RulesConfig
 from pulse_assets.rules.llm import bounded_context, generate, parse_answer
+from pulse_assets.rules.loop import RuleData, propose
+from pulse_assets.rules.repository import RuleRepository
+from pulse_assets.storage.sql import connect
 from pulse_assets_tests.http_server import Reply, scripted_server
 
 FEATURES = ["vol_20d_z", "tweet_count_z", "polls_margin"]
@@ -201,3 +207,74 @@ def test_prompt_data_is_bounded():
 
 def test_text_parser_ignores_prose():
     assert parse_answer("Sure! Here are some thoughts but no rules.") == []
+
+
+DEEP_PARENTHESES = (
+    "IF " + "(" * 250 + "vol_20d_z > 1" + ")" * 250 + " THEN sp500_abs_return_next *= 2"
+)
+MANY_MINUSES = "IF " + "-" * 1000 + "vol_20d_z > 1 THEN sp500_abs_return_next *= 2"
+HUGE_NUMBER = "IF vol_20d_z > 1e309 THEN sp500_abs_return_next *= 2"
+OVERLONG = "IF " + " AND ".join(["vol_20d_z > 1"] * 200) + " THEN sp500_abs_return_next *= 2"
+VALID = "IF vol_20d_z > 2 THEN sp500_abs_return_next *= 0.9"
+
+
+def test_rules_past_the_language_limits_come_back_rejected_with_reasons(settings):
+    reply = Reply(
+        body=completion(structured(VALID, DEEP_PARENTHESES, MANY_MINUSES, HUGE_NUMBER, OVERLONG))
+    )
+    with scripted_server([reply]) as (url, _):
+        outcome = generate(settings(url), CONTEXT, FEATURES, LABELS)
+    assert [rule.canonical() for _, rule in outcome.accepted] == [VALID]
+    reasons = [reason for _, reason in outcome.rejected]
+    assert reasons == [
+        "rule syntax error at position 67: more than 64 parentheses, minus signs, NOT or "
+        "function calls open at once; remove redundant ones or split the rule",
+        "rule syntax error at position 67: more than 64 parentheses, minus signs, NOT or "
+        "function calls open at once; remove redundant ones or split the rule",
+        "rule syntax error at position 15: number 1e309 is too large: it overflows to "
+        "infinity; numbers must lie within ±1.79769e+308, write a smaller one",
+        f"rule syntax error at position 0: rule is {len(OVERLONG)} characters, longer than "
+        "the limit of 2000; split it into simpler rules",
+    ]
+    assert outcome.status.startswith("1 valid and 4 invalid rule(s)")
+
+
+def test_propose_records_refused_llm_rules_as_rejected_and_goes_on(settings, tmp_path):
+    rng = np.random.default_rng(3)
+    days = 120
+    forecast = np.abs(rng.normal(0.01, 0.003, days))
+    actual = np.abs(forecast + rng.normal(0, 0.002, days))
+    frame = pl.DataFrame(
+        {
+            "date": [date(2016, 1, 1) + timedelta(days=n) for n in range(days)],
+            **{name: rng.normal(size=days) for name in FEATURES},
+            "forecast_sp500_abs_return_next": forecast,
+            "actual_sp500_abs_return_next": actual,
+            "error_sp500_abs_return_next": forecast - actual,
+        }
+    )
+    repository = RuleRepository(connect(f"sqlite:///{tmp_path / 'rules.db'}"))
+    reply = Reply(body=completion(structured(VALID, DEEP_PARENTHESES, MANY_MINUSES, HUGE_NUMBER)))
+    with scripted_server([reply]) as (url, _):
+        report = propose(
+            RuleData(frame, FEATURES),
+            repository,
+            RulesConfig(llm=settings(url)),
+            LABELS,
+            {"model": {"type": "gru", "version": "3"}},
+            "run-1",
+        )
+    assert report.llm.status.startswith("1 valid and 3 invalid rule(s)")
+    assert [r.definition for r in report.created if r.source == "llm"] == [VALID]
+    rejected = repository.search(status="rejected", sort="name", descending=False).items
+    assert {r.definition for r in rejected} == {
+        DEEP_PARENTHESES[:2000],
+        MANY_MINUSES[:2000],
+        HUGE_NUMBER,
+    }
+    assert sorted(r.rule_id for r in rejected) == sorted(r.rule_id for r in report.rejected)
+    for record in rejected:
+        assert record.details["rejected_because"].startswith("rule syntax error at position")
+        (event,) = repository.events(record.rule_id)
+        assert event["to_status"] == "rejected" and event["dagster_run_id"] == "run-1"
+        assert event["reason"].startswith("rejected at parse: rule syntax error")

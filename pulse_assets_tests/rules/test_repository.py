@@ -1,11 +1,14 @@
 """The rule repository on real SQLite and PostgreSQL, including concurrent writers."""
 
+import multiprocessing
 import subprocess
 import sys
 import time
-from datetime import date, timedelta
+import traceback
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from pulse_assets.rules.language import parse
 from pulse_assets.rules.repository import (
@@ -14,7 +17,10 @@ from pulse_assets.rules.repository import (
     RuleNotFoundError,
     RuleRepository,
     RuleRepositoryError,
+    StoredRuleError,
+    read_rule,
 )
+from pulse_assets.storage.sql import connect, rules
 
 
 def new_rule(
@@ -138,8 +144,6 @@ for n in range(int(sys.argv[3])):
 
 
 def test_concurrent_writers_never_lose_or_duplicate_a_version(postgres_url):
-    from pulse_assets.storage.sql import connect
-
     engine = connect(postgres_url)
     repo = RuleRepository(engine)
     record, _ = repo.add(new_rule(f"IF a > {time.time_ns()} THEN y += 0.1", name="contended"))
@@ -158,3 +162,187 @@ def test_concurrent_writers_never_lose_or_duplicate_a_version(postgres_url):
     assert versions == list(range(1, per_writer * writers + 2))
     written = sorted(r.explanation for r in repo.history(record.rule_id)[1:])
     assert written == sorted(f"{w}-{n}" for w in range(writers) for n in range(per_writer))
+
+
+def test_text_search_escapes_like_wildcards(engine):
+    repo = RuleRepository(engine)
+    for n, name in enumerate(["a_b rule", "axb rule", "100% sure", "1000 sure", "back/slash"]):
+        repo.add(new_rule(f"IF a > {n} THEN y += 0.1", name=name))
+    assert [r.name for r in repo.search(text="a_b").items] == ["a_b rule"]
+    assert [r.name for r in repo.search(text="0%").items] == ["100% sure"]
+    assert [r.name for r in repo.search(text="k/s").items] == ["back/slash"]
+    assert [r.name for r in repo.search(text="%").items] == ["100% sure"]
+    assert [r.name for r in repo.search(text="_").items] == ["a_b rule"]
+    assert repo.search(text="//").total == 0
+
+
+def test_an_update_cannot_take_the_fingerprint_of_another_live_rule(engine):
+    repo = RuleRepository(engine)
+    first, _ = repo.add(new_rule("IF a > 1 THEN y += 0.1"))
+    second, _ = repo.add(new_rule("IF a > 2 THEN y += 0.1"))
+    with pytest.raises(RuleRepositoryError, match=f"live rule {first.rule_id} .* already has it"):
+        repo.update(
+            second.rule_id,
+            {"definition": "IF 1 < a THEN y += 0.1", "fingerprint": first.fingerprint},
+            reason="same as the first",
+        )
+    assert [r.version for r in repo.history(second.rule_id)] == [1]
+    repo.delete(first.rule_id, reason="make room")
+    moved = repo.update(
+        second.rule_id, {"fingerprint": first.fingerprint}, reason="now the only one"
+    )
+    assert repo.find_fingerprint(first.fingerprint) == moved and moved.version == 2
+    again, created = repo.add(new_rule("IF a > 2 THEN y += 0.1"))
+    assert created and again.rule_id != second.rule_id  # v1's fingerprint is no longer live
+
+
+def test_stored_rules_are_read_back_with_their_names_checked(engine):
+    repo = RuleRepository(engine)
+    record, _ = repo.add(new_rule("IF vol_z > 2 AND gone_feature < 1 THEN y *= 0.9"))
+    assert read_rule(record, ["vol_z", "gone_feature"], ["y"]).features() == {
+        "vol_z",
+        "gone_feature",
+    }
+    with pytest.raises(
+        StoredRuleError,
+        match=rf"stored rule {record.rule_id} v1 \(draft, .*unknown feature\(s\) \['gone_feature'\].*Retire or delete",
+    ):
+        read_rule(repo.get(record.rule_id), ["vol_z"], ["y"])
+    with pytest.raises(StoredRuleError, match=rf"{record.rule_id} v1 .*unknown label 'y'"):
+        read_rule(record, ["vol_z", "gone_feature"], ["z"])
+    broken = repo.update(record.rule_id, {"definition": "IF vol_z > 1e309 THEN y *= 2"}, reason="x")
+    with pytest.raises(StoredRuleError, match=rf"{record.rule_id} v2 .*1e309 is too large"):
+        read_rule(broken)
+
+
+UPDATES_PER_WRITER = 4
+
+
+def _add_then_update(url, definition, barrier, results, writer):
+    """One writer process: add the shared rule at the same moment as the others, then update
+    it; every outcome (or the error) goes back through ``results``."""
+    try:
+        repo = RuleRepository(connect(url))
+        barrier.wait(timeout=120)
+        record, created = repo.add(new_rule(definition, name=f"writer {writer}"))
+        for n in range(UPDATES_PER_WRITER):
+            repo.update(record.rule_id, {"explanation": f"{writer}-{n}"}, reason=f"w{writer}")
+        results.put((writer, record.rule_id, created, None))
+    except Exception:  # reported to the parent, which fails the test with it
+        results.put((writer, None, False, traceback.format_exc()))
+
+
+def test_concurrent_adds_of_one_rule_store_it_once_and_lose_no_version(fresh_url):
+    engine = connect(fresh_url)
+    definition = "IF a > 2 AND b < 1 THEN y *= 0.9"
+    writers = 8
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(writers), context.Queue()
+    processes = [
+        context.Process(target=_add_then_update, args=(fresh_url, definition, barrier, results, w))
+        for w in range(writers)
+    ]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=240) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    assert [error for *_, error in outcomes if error] == []
+    assert {rule_id for _, rule_id, _, _ in outcomes} == {outcomes[0][1]}
+    assert sum(created for _, _, created, _ in outcomes) == 1
+    repo = RuleRepository(engine)
+    fingerprint = parse(definition).fingerprint
+    with engine.connect() as connection:
+        live = connection.execute(
+            sa.select(rules.c.rule_id, rules.c.version).where(
+                rules.c.live_fingerprint == fingerprint
+            )
+        ).all()
+        owners = connection.execute(
+            sa.select(rules.c.rule_id).where(rules.c.fingerprint == fingerprint).distinct()
+        ).all()
+    rule_id = outcomes[0][1]
+    total = 1 + writers * UPDATES_PER_WRITER
+    assert live == [(rule_id, total)] and owners == [(rule_id,)]
+    history = repo.history(rule_id)
+    assert [r.version for r in history] == list(range(1, total + 1))
+    assert sorted(r.explanation for r in history[1:]) == sorted(
+        f"{w}-{n}" for w in range(writers) for n in range(UPDATES_PER_WRITER)
+    )
+    assert [e["to_status"] for e in repo.events(rule_id)].count("draft") == total
+    assert repo.search().total == 1
+    engine.dispose()
+
+
+def _legacy_rules_table(url: str) -> sa.Engine:
+    """A store whose rules table has the shape it had before live fingerprints existed."""
+    engine = connect(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP INDEX uq_rules_live_fingerprint"))
+        connection.execute(sa.text("ALTER TABLE rules DROP COLUMN live_fingerprint"))
+    return engine
+
+
+def _legacy_row(connection, rule_id, version, fingerprint, status, created, deleted=None):
+    connection.execute(
+        sa.insert(rules).values(
+            rule_id=rule_id,
+            version=version,
+            name=rule_id,
+            description="",
+            definition=f"IF a > {version} THEN y += 1",
+            fingerprint=fingerprint,
+            label="y",
+            source="symbolic",
+            status=status,
+            confidence="low",
+            impact=None,
+            explanation="",
+            details={},
+            changes={},
+            created_at=created,
+            updated_at=created,
+            deleted_at=deleted,
+        )
+    )
+
+
+def test_a_store_from_before_unique_fingerprints_is_upgraded_keeping_one_copy(fresh_url):
+    engine = _legacy_rules_table(fresh_url)
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    with engine.begin() as connection:
+        _legacy_row(connection, "oldest_draft", 1, "X", "draft", t0)
+        _legacy_row(connection, "newer_draft", 1, "X", "draft", t0 + timedelta(days=1))
+        _legacy_row(connection, "the_active", 1, "X", "accepted", t0 + timedelta(days=2))
+        _legacy_row(connection, "the_active", 2, "X", "active", t0 + timedelta(days=2))
+        _legacy_row(connection, "moved_away", 1, "X", "draft", t0)
+        _legacy_row(connection, "moved_away", 2, "Z", "draft", t0)
+        _legacy_row(connection, "deleted_y", 1, "Y", "draft", t0, deleted=t0)
+        _legacy_row(connection, "live_y", 1, "Y", "draft", t0 + timedelta(days=3))
+    engine.dispose()
+
+    engine = connect(fresh_url)
+    repo = RuleRepository(engine)
+    assert repo.find_fingerprint("X").rule_id == "the_active"
+    assert repo.find_fingerprint("Y").rule_id == "live_y"
+    assert repo.find_fingerprint("Z").rule_id == "moved_away"
+    for loser in ("oldest_draft", "newer_draft"):
+        assert repo.get(loser, include_deleted=True).deleted_at is not None
+        (event,) = repo.events(loser)
+        assert event["to_status"] == "deleted" and event["reason"].startswith(
+            "duplicate of rule the_active (same fingerprint X"
+        )
+    assert [r.version for r in repo.history("the_active")] == [1, 2]
+    assert repo.search().total == 3
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+        connection.execute(
+            sa.update(rules)
+            .where(rules.c.rule_id == "live_y")
+            .values(fingerprint="X", live_fingerprint="X")
+        )
+    engine.dispose()
+
+    engine = connect(fresh_url)  # opening it again changes nothing
+    assert len(RuleRepository(engine).events("oldest_draft")) == 1
+    engine.dispose()
