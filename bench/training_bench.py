@@ -30,19 +30,18 @@ def dataloader_samples_per_second(fit, valid, config, device) -> float:
     from torch.utils.data import DataLoader, TensorDataset
 
     from pulse_assets.training.dataset import Scaler, sequences
-    from pulse_assets.training.models import ForecastModule, create_model
+    from pulse_assets.training.models import ForecastModule
 
     lookback = config.model.lookback_rows if config.model.kind != "mlp" else 0
     x = sequences(fit.features, lookback) if lookback else fit.features
     y = fit.labels[lookback - 1 :] if lookback else fit.labels
     torch.manual_seed(config.optimizer.seed)
     module = ForecastModule(
-        create_model(config.model, fit.features.shape[1], y.shape[1]),
+        config.model,
         Scaler.fit(fit.features),
         Scaler.fit(fit.labels),
         fit.feature_names,
         fit.label_names,
-        lookback,
     ).to(device)
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.optimizer.learning_rate)
     loader = DataLoader(

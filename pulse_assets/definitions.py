@@ -28,6 +28,7 @@ from pulse_assets.defs.resources import (
     SqlStoreResource,
 )
 from pulse_assets.defs.rules import build_rule_assets
+from pulse_assets.defs.run_health import build_dead_run_sensor
 from pulse_assets.defs.training import build_training_assets, build_training_jobs
 
 # BackfillPolicy, Output(data_version=...) and freshness are stable in use here but labelled beta.
@@ -81,7 +82,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets=build_assets(settings),
         jobs=[*build_jobs(), *training_jobs],
         schedules=schedules,
-        sensors=[build_drift_sensor(settings), automation],
+        sensors=[build_drift_sensor(settings), automation, build_dead_run_sensor()],
         resources=build_resources(settings),
     )
 

@@ -10,7 +10,6 @@ trading day: the latest realized value on day t. Active rules then adjust the fo
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -19,11 +18,12 @@ from pulse_assets.features.pipeline import LABEL_PREFIX
 from pulse_assets.metrics.regression import metrics_with_naive
 from pulse_assets.rules.language import Rule, apply_rules
 from pulse_assets.training.dataset import TrainingDataError
+from pulse_assets.training.models import ForecastModule
 from pulse_assets.training.trainer import forecast
 
 
 def retrodict(
-    module: Any,
+    module: ForecastModule,
     features: pl.DataFrame,
     labels: pl.DataFrame,
     feature_names: list[str],

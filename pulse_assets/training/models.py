@@ -1,8 +1,9 @@
 """The model factory (the plan's ``create_model``) and the self-contained forecast module.
 
-``ForecastModule`` carries its scalers as buffers, so the model logged to MLflow takes raw
-feature rows (or windows of rows) and returns forecasts in label units: nothing else has to
-travel with it.
+``ForecastModule`` carries its architecture, names and scalers (as buffers), so it takes raw
+feature rows (or windows of rows) and returns forecasts in label units, and
+``training/model_files.py`` can store it as data only: weights plus a JSON card from which
+this factory rebuilds it.
 """
 
 from __future__ import annotations
@@ -77,25 +78,41 @@ class ForecastModule(nn.Module):
     of hundreds of standard deviations once it starts moving.
     """
 
+    x_mean: torch.Tensor
+    x_std: torch.Tensor
+    y_mean: torch.Tensor
+    y_std: torch.Tensor
+
     def __init__(
         self,
-        core: nn.Module,
+        architecture: ModelConfig,
         x_scaler: Scaler,
         y_scaler: Scaler,
         feature_names: tuple[str, ...],
         label_names: tuple[str, ...],
-        lookback_rows: int = 0,
     ) -> None:
-        """``lookback_rows`` is 0 for a model of one row, else the window a recurrent core reads."""
+        """The core network comes from ``create_model(architecture, ...)``, sized by the names."""
         super().__init__()
-        self.core = core
+        self.architecture = architecture
+        self.core = create_model(architecture, len(feature_names), len(label_names))
         self.feature_names = tuple(feature_names)
         self.label_names = tuple(label_names)
-        self.lookback_rows = lookback_rows
         self.register_buffer("x_mean", torch.from_numpy(x_scaler.mean))
         self.register_buffer("x_std", torch.from_numpy(x_scaler.std))
         self.register_buffer("y_mean", torch.from_numpy(y_scaler.mean))
         self.register_buffer("y_std", torch.from_numpy(y_scaler.std))
+
+    @property
+    def lookback_rows(self) -> int:
+        """0 for a model of one row, else the window of rows a recurrent core reads."""
+        return 0 if self.architecture.kind == "mlp" else self.architecture.lookback_rows
+
+    def scalers(self) -> tuple[Scaler, Scaler]:
+        """The input and label scalers fitted on the training rows."""
+        return (
+            Scaler(self.x_mean.cpu().numpy(), self.x_std.cpu().numpy()),
+            Scaler(self.y_mean.cpu().numpy(), self.y_std.cpu().numpy()),
+        )
 
     def scaled(self, x: torch.Tensor) -> torch.Tensor:
         """Forecasts in scaled label units: what the training loss compares."""

@@ -18,14 +18,18 @@ class Anomaly:
 
 
 def anomaly_score(value: float, history: list[float], method: str) -> float | None:
-    """z-score or IQR distance of ``value`` from ``history``; None while history is too short."""
+    """z-score or IQR distance of ``value`` from ``history``; None while history is too short.
+
+    A Python float, not a numpy scalar: the score goes into checkpoints, which hold plain
+    types only (a numpy scalar would make a checkpoint unloadable under weights_only).
+    """
     if len(history) < 3:
         return None
     recent = np.asarray(history, dtype=np.float64)
     if method == "z-score":
-        spread = recent.std(ddof=1)
-        return 0.0 if spread == 0 else abs(value - recent.mean()) / spread
-    q1, q3 = np.percentile(recent, [25, 75])
+        spread = float(recent.std(ddof=1))
+        return 0.0 if spread == 0 else abs(value - float(recent.mean())) / spread
+    q1, q3 = (float(q) for q in np.percentile(recent, [25, 75]))
     iqr = q3 - q1
     if iqr == 0:
         return 0.0

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -23,6 +22,7 @@ from pulse_assets.metrics.store import MetricsStore
 from pulse_assets.storage import PartitionStore, content_hash
 from pulse_assets.training.checkpoints import CheckpointStore
 from pulse_assets.training.dataset import Dataset, TrainingDataError, assemble, chronological_split
+from pulse_assets.training.models import ForecastModule
 from pulse_assets.training.promotion import PromotionDecision, decide
 from pulse_assets.training.registry import CHALLENGER, CHAMPION, ModelRegistry, TrainingRecord
 from pulse_assets.training.trainer import TrainResult, forecast, train, training_id
@@ -72,7 +72,9 @@ def latest_labelled_day(store: PartitionStore) -> date:
     return date.fromisoformat(keys[-1])
 
 
-def score(module: Any, data: Dataset, rows: np.ndarray) -> dict[str, dict[str, dict[str, float]]]:
+def score(
+    module: ForecastModule, data: Dataset, rows: np.ndarray
+) -> dict[str, dict[str, dict[str, float]]]:
     """Model and naive-persistence metrics per label over ``rows`` (a boolean mask over data).
 
     The naive forecast for day t is the label's value on the previous day in the data: the
@@ -127,10 +129,6 @@ def _record(
         "best_epoch": result.best_epoch,
         "device": result.device,
     }
-    lookback = config.model.lookback_rows if config.model.kind != "mlp" else 0
-    example = train_part.features[: max(lookback, 1)]
-    if lookback:
-        example = example[np.newaxis, ...]
     dataset_tags = {
         "partition_range": window.partition_range(),
         "source": FEATURES_TABLE,
@@ -146,7 +144,6 @@ def _record(
         dataset_name=f"daily_features[{window.partition_range()}]",
         dataset_tags=dataset_tags,
         config=config.model_dump(mode="json"),
-        input_example=example,
         version_tags={
             **tags,
             "partition_range": window.partition_range(),
@@ -156,18 +153,23 @@ def _record(
     )
 
 
-def run_training(
-    *,
-    config: TrainingConfig,
-    store: PartitionStore,
-    registry: ModelRegistry,
-    metrics: MetricsStore,
-    checkpoints_root: Path,
-    trigger: str,
-    run_id: str | None,
-    drifted_features: list[str] | None = None,
-    log: Callable[[str], None] = lambda message: None,
-) -> TrainingOutcome:
+@dataclass(frozen=True)
+class TrainingData:
+    """One round's data: the window, every row, the training rows split by time, and the
+    training id (data versions and config), under which the round's checkpoints are kept."""
+
+    window: TrainingWindow
+    features: pl.DataFrame
+    data: Dataset
+    in_training: np.ndarray
+    train_part: Dataset
+    fit: Dataset
+    valid: Dataset
+    versions: dict[str, str]
+    identity: str
+
+
+def training_data(config: TrainingConfig, store: PartitionStore) -> TrainingData:
     window = TrainingWindow.ending(latest_labelled_day(store), config)
     features = store.read_range(
         FEATURES_TABLE, window.train_start.isoformat(), window.holdout_end.isoformat()
@@ -183,11 +185,32 @@ def run_training(
     identity = training_id(
         hashlib.sha256(str(sorted(versions.items())).encode()).hexdigest(), config
     )
+    return TrainingData(
+        window, features, data, in_training, train_part, fit, valid, versions, identity
+    )
+
+
+def run_training(
+    *,
+    config: TrainingConfig,
+    store: PartitionStore,
+    registry: ModelRegistry,
+    metrics: MetricsStore,
+    checkpoints_root: Path,
+    trigger: str,
+    run_id: str | None,
+    drifted_features: list[str] | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> TrainingOutcome:
+    prepared = training_data(config, store)
+    window, data, in_training = prepared.window, prepared.data, prepared.in_training
+    fit, train_part, identity = prepared.fit, prepared.train_part, prepared.identity
     checkpoints = CheckpointStore(checkpoints_root, identity, keep=config.recovery.keep_checkpoints)
     log(
-        f"training {identity} on {window.partition_range()} ({len(fit)} rows, {len(valid)} validation)"
+        f"training {identity} on {window.partition_range()} "
+        f"({len(fit)} rows, {len(prepared.valid)} validation)"
     )
-    result = train(fit, valid, config, checkpoints, log=log)
+    result = train(fit, prepared.valid, config, checkpoints, log=log)
 
     holdout_rows = ~in_training
     if not holdout_rows.any():
@@ -219,7 +242,8 @@ def run_training(
     if drifted_features:
         tags["drifted_features"] = ",".join(drifted_features)
     info = registry.log_training(
-        _record(config, result, train_part, features, window, versions, tags), result.module
+        _record(config, result, train_part, prepared.features, window, prepared.versions, tags),
+        result.module,
     )
     actor = f"pulse-assets ({trigger})"
     registry.move_alias(
@@ -269,6 +293,6 @@ def run_training(
         holdout=holdout,
         champion_holdout=champion_holdout,
         decision=decision,
-        champion_version=info.version if decision.promote else champion.version,
+        champion_version=champion.version if champion and not decision.promote else info.version,
         training_id=identity,
     )

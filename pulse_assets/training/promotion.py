@@ -24,7 +24,7 @@ def decide(
         )
     needed = champion * (1 - min_improvement)
     improvement = (champion - challenger) / champion if champion else 0.0
-    figures = {
+    figures: dict[str, float | str | None] = {
         "metric": metric,
         "challenger": challenger,
         "champion": champion,

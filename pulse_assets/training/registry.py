@@ -2,28 +2,37 @@
 
 Aliases replace MLflow's deprecated stages. Lineage follows the ``parent_version`` tag
 (the champion a version retrained), walked iteratively both ways.
+
+A version's files are data only (``training/model_files.py``: safetensors weights and a JSON
+card), logged as artifacts of the training run under ``model/`` and registered with that
+folder as the version's source. Loading downloads those two files and nothing else: no
+pickle, no ``mlflow.pytorch``, so whoever can write the artifact store cannot run code in the
+assets and sensors that load the champion.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
+import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from pulse_assets.errors import PulseError
 from pulse_assets.training.audit import AliasAudit, AliasEvent, now
+from pulse_assets.training.model_files import MODEL_FILES, ModelFileError, read_model, write_model
+from pulse_assets.training.models import ForecastModule
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+MODEL_ARTIFACT_PATH = "model"
 T = TypeVar("T")
 
 
@@ -34,14 +43,14 @@ class TrackingError(PulseError):
 @dataclass(frozen=True)
 class ModelVersionInfo:
     version: str
-    run_id: str
+    run_id: str | None
     tags: dict[str, str]
     aliases: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class TrainingRecord:
-    """What one training logs: params, per-epoch losses, data, config and the model."""
+    """What one training logs: params, per-epoch losses, data and config (the model apart)."""
 
     params: dict[str, Any]
     losses: dict[str, list[tuple[int, float]]]
@@ -49,28 +58,7 @@ class TrainingRecord:
     dataset_name: str
     dataset_tags: dict[str, str]
     config: dict[str, Any]
-    input_example: np.ndarray
     version_tags: dict[str, str]
-
-
-@contextlib.contextmanager
-def _known_mlflow_notices_quiet() -> Iterator[None]:
-    """Silence three notices that are decided here, not news: the dataset source is a store
-    path (MLflow guesses its kind), the model is pickled on purpose (a torch.export graph fixes
-    the batch size), and the CPU wheel's "+cpu" version suffix."""
-    loggers = [
-        logging.getLogger(name) for name in ("mlflow.pytorch", "mlflow.utils.requirements_utils")
-    ]
-    levels = [logger.level for logger in loggers]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        for logger in loggers:
-            logger.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            for logger, level in zip(loggers, levels, strict=True):
-                logger.setLevel(level)
 
 
 class ModelRegistry:
@@ -86,6 +74,7 @@ class ModelRegistry:
     ) -> None:
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, timeout_s)))
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
         import mlflow
 
         self._mlflow = mlflow
@@ -130,12 +119,12 @@ class ModelRegistry:
             ),
         )
 
-    def log_training(self, record: TrainingRecord, module: Any) -> ModelVersionInfo:
+    def log_training(self, record: TrainingRecord, module: ForecastModule) -> ModelVersionInfo:
         """One MLflow run with everything about a training, and a new registered version."""
         mlflow = self._mlflow
         mlflow.set_tracking_uri(self.tracking_uri)
         experiment_id = self.experiment_id()
-        with mlflow.start_run(experiment_id=experiment_id) as run, _known_mlflow_notices_quiet():
+        with mlflow.start_run(experiment_id=experiment_id) as run:
             mlflow.log_params(record.params)
             stamp = int(time.time() * 1000)
             metrics = [
@@ -145,24 +134,43 @@ class ModelRegistry:
             ]
             for start in range(0, len(metrics), 500):
                 self.client.log_batch(run.info.run_id, metrics=metrics[start : start + 500])
-            dataset = mlflow.data.from_pandas(
-                record.dataset_frame,
-                name=record.dataset_name,
-                source=record.dataset_tags.get("source", "pulse store"),
-            )
+            with warnings.catch_warnings():
+                # The source is a store table, not a path or URL: MLflow's guess is beside the point.
+                warnings.filterwarnings(
+                    "ignore", message="The specified dataset source can be interpreted"
+                )
+                dataset = mlflow.data.from_pandas(
+                    record.dataset_frame,
+                    name=record.dataset_name,
+                    source=record.dataset_tags.get("source", "pulse store"),
+                )
             mlflow.log_input(dataset, context="training", tags=record.dataset_tags)
             mlflow.log_dict(record.config, "training_config.json")
-            info = mlflow.pytorch.log_model(
-                module,
-                name="model",
-                input_example=record.input_example,
-                registered_model_name=self.model_name,
-                serialization_format="pickle",
-            )
-        version = str(info.registered_model_version)
-        for key, value in record.version_tags.items():
-            self.client.set_model_version_tag(self.model_name, version, key, value)
-        return self.version(version)
+            with tempfile.TemporaryDirectory(prefix="pulse-model-") as folder:
+                write_model(module, Path(folder))
+                self._call(
+                    "log model files",
+                    lambda: mlflow.log_artifacts(folder, artifact_path=MODEL_ARTIFACT_PATH),
+                )
+            source = f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}"
+        self._ensure_registered_model()
+        created = self._call(
+            "create version",
+            lambda: self.client.create_model_version(
+                self.model_name, source, run_id=run.info.run_id, tags=record.version_tags
+            ),
+        )
+        return self.version(str(created.version))
+
+    def _ensure_registered_model(self) -> None:
+        def create() -> None:
+            try:
+                self.client.create_registered_model(self.model_name)
+            except MlflowException as error:
+                if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+
+        self._call("create registered model", create)
 
     def version(self, version: str) -> ModelVersionInfo:
         found = self._call(
@@ -228,12 +236,43 @@ class ModelRegistry:
             )
         )
 
-    def load(self, version: str) -> Any:
-        uri = f"models:/{self.model_name}/{version}"
-        self._mlflow.set_tracking_uri(self.tracking_uri)
-        return self._call(
-            f"load {uri}", lambda: self._mlflow.pytorch.load_model(uri, map_location="cpu")
+    def load(self, version: str) -> ForecastModule:
+        """Rebuild a version from its JSON card and safetensors weights: no code is unpickled."""
+        artifacts = self._mlflow.artifacts
+        found = self._call(
+            "get version", lambda: self.client.get_model_version(self.model_name, version)
         )
+        source = str(found.source)
+        where = f"version {version} of model {self.model_name} ({source})"
+        present = self._call(
+            f"list {source}",
+            lambda: sorted(
+                Path(item.path).name
+                for item in artifacts.list_artifacts(
+                    artifact_uri=source, tracking_uri=self.tracking_uri
+                )
+            ),
+        )
+        missing = [name for name in MODEL_FILES if name not in present]
+        if missing:
+            raise ModelFileError(
+                f"{where} has no {', '.join(missing)} (it holds {present or 'nothing'}): it was "
+                "logged in another format (earlier releases pickled models, which are no longer "
+                "loaded because unpickling can run code) or its files were removed. Retrain: "
+                "materialize models/forecast_model"
+            )
+        with tempfile.TemporaryDirectory(prefix="pulse-model-") as folder:
+            for name in MODEL_FILES:
+                self._call(
+                    f"download {source}/{name}",
+                    partial(
+                        artifacts.download_artifacts,
+                        artifact_uri=f"{source}/{name}",
+                        dst_path=folder,
+                        tracking_uri=self.tracking_uri,
+                    ),
+                )
+            return read_model(Path(folder), where)
 
     def versions(self) -> list[ModelVersionInfo]:
         """Every version with its tags and aliases (search results carry no aliases: added here)."""

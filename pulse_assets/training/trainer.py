@@ -1,10 +1,13 @@
 """Deterministic, resumable training with NaN recovery and a loss monitor.
 
 Determinism: fixed seeds, deterministic algorithms, batch order from a seeded generator
-whose state is checkpointed with the model, the optimizer and torch's RNG (dropout). So a
-run killed at epoch k and resumed from its checkpoint ends with the same weights as one that
-was never interrupted. Validation rows come after training rows in time; batches are
-shuffled within the training period only.
+whose state is checkpointed with the model, the optimizer and torch's RNGs (dropout). So a
+run killed anywhere (mid-epoch, mid-write) and resumed from its latest checkpoint replays
+the lost work and ends with the same weights as one that was never interrupted. Validation
+rows come after training rows in time; batches are shuffled within the training period only.
+
+A checkpoint holds tensors, numbers, strings and plain containers only, so it loads with
+``torch.load(weights_only=True)`` (see ``checkpoints.py``).
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from torch import nn
 
 from pulse_assets.config import TrainingConfig
 from pulse_assets.errors import PulseError
-from pulse_assets.training.checkpoints import CheckpointStore
+from pulse_assets.training.checkpoints import CheckpointError, CheckpointStore
 from pulse_assets.training.dataset import Dataset, Scaler, sequences
-from pulse_assets.training.models import ForecastModule, create_model
+from pulse_assets.training.models import ForecastModule
 from pulse_assets.training.monitor import LossMonitor
 
 
@@ -90,12 +93,30 @@ def _seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+STATE_KEYS = frozenset(
+    {
+        "epoch",
+        "model",
+        "optimizer",
+        "best_val",
+        "best_epoch",
+        "best_state",
+        "bad_epochs",
+        "stopped",
+        "history",
+        "generator",
+        "torch_rng",
+    }
+)
+
+
 class _Run:
     """The mutable state of one training: everything a checkpoint must hold."""
 
     def __init__(self, module: ForecastModule, config: TrainingConfig) -> None:
         opt = config.optimizer
         self.module = module
+        self.optimizer: torch.optim.Optimizer
         if opt.name == "adamw":
             self.optimizer = torch.optim.AdamW(
                 module.parameters(), lr=opt.learning_rate, weight_decay=opt.weight_decay
@@ -137,9 +158,16 @@ class _Run:
             "history": [asdict(record) for record in self.history],
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         }
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: dict[str, Any], where: str) -> None:
+        missing = sorted(STATE_KEYS - state.keys())
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {where} lacks {missing}: it was written by another version of "
+                "the trainer; delete its folder to start this training over"
+            )
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.best_val, self.best_epoch = (
@@ -155,6 +183,8 @@ class _Run:
         self.history = [EpochRecord(**record) for record in state["history"]]
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 def _train_epoch(
@@ -206,14 +236,12 @@ def train(
             f"window of {lookback} rows on one side; lower the lookback or add data"
         )
     _seed_everything(opt.seed)
-    core = create_model(config.model, inputs.shape[-1], labels.shape[1])
     module = ForecastModule(
-        core,
+        config.model,
         Scaler.fit(train_data.features),
         Scaler.fit(train_data.labels),
         train_data.feature_names,
         train_data.label_names,
-        lookback or 0,
     )
     module.to(device)
     run = _Run(module, config)
@@ -221,12 +249,13 @@ def train(
     y = torch.from_numpy(labels).to(device)
     x_train, y_train, x_valid, y_valid = x[:split], y[:split], x[split:], y[split:]
 
+    checkpoints.discard_partial_writes()
     latest = checkpoints.latest()
     resumed_from = None
     if latest is None:
         checkpoints.save(0, run.state())
     else:
-        run.restore(latest)
+        run.restore(latest, str(checkpoints.folder))
         resumed_from = run.epoch
         log(f"resuming training from checkpoint epoch {run.epoch} in {checkpoints.folder}")
 
@@ -248,7 +277,12 @@ def train(
                 )
             lowered = run.learning_rate * config.recovery.lr_factor
             last_good = checkpoints.latest()
-            run.restore(last_good)
+            if last_good is None:
+                raise CheckpointError(
+                    f"no checkpoint left in {checkpoints.folder} to recover from a non-finite "
+                    f"loss at epoch {epoch}; was the folder removed while training ran?"
+                )
+            run.restore(last_good, str(checkpoints.folder))
             run.set_learning_rate(lowered)
             message = (
                 f"loss {train_loss} at epoch {epoch} batch {bad_batch}: restored epoch "

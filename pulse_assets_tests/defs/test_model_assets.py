@@ -100,7 +100,7 @@ def test_a_pickle_planted_as_the_champion_fails_retrodiction_and_is_not_run(worl
 
     from pulse_assets.definitions import build_resources as resources_of
     from pulse_assets.training.model_files import WEIGHTS_FILE
-    from pulse_assets_tests.training.test_model_files import Payload, is_live
+    from pulse_assets_tests.training.payload import Payload, is_live
 
     registry = resources_of(world["settings"])["registry"].get()
     source = registry.client.get_model_version(registry.model_name, "1").source

@@ -1,8 +1,14 @@
 """The registry on MLflow's real SQLite store, driven by real training rounds."""
 
+import pickle
 import socket
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
 
+import mlflow
 import pytest
+import torch
 
 from pulse_assets.config import Settings
 from pulse_assets.metrics.store import MetricsStore
@@ -10,6 +16,7 @@ from pulse_assets.storage import PartitionStore
 from pulse_assets.storage.sql import connect
 from pulse_assets.training.audit import AliasAudit
 from pulse_assets.training.dataset import TrainingDataError
+from pulse_assets.training.model_files import WEIGHTS_FILE, ModelFileError
 from pulse_assets.training.orchestrator import run_training
 from pulse_assets.training.promotion import decide
 from pulse_assets.training.registry import (
@@ -21,6 +28,18 @@ from pulse_assets.training.registry import (
     lineage,
     lineage_markdown,
 )
+from pulse_assets_tests.training.payload import Payload, is_live
+
+UNPICKLED: list[str] = []
+RECORDING = [False]
+
+
+def _record_unpickling(event: str, args: tuple) -> None:
+    if event == "pickle.find_class" and RECORDING[0]:
+        UNPICKLED.append(f"{args[0]}.{args[1]}")
+
+
+sys.addaudithook(_record_unpickling)
 
 
 @pytest.fixture
@@ -105,6 +124,20 @@ def test_rounds_register_versions_with_aliases_tags_lineage_and_audit(world):
     assert run.inputs.dataset_inputs[0].dataset.name.startswith("daily_features[")
     loaded = registry.load("2")
     assert loaded.feature_names == second.result.module.feature_names
+    trained, stored = second.result.module.state_dict(), loaded.state_dict()
+    assert trained.keys() == stored.keys()
+    assert all(torch.equal(trained[k], stored[k]) for k in trained)
+
+    [listed] = registry.client.search_model_versions("name='forecast_test' and version_number=2")
+    assert listed.source == f"{run.info.artifact_uri}/model" and listed.run_id == run.info.run_id
+    assert listed.tags["training_id"] == second.training_id and listed.status == "READY"
+    aliases = registry.client.get_registered_model("forecast_test").aliases
+    assert {alias: str(number) for alias, number in aliases.items()} == {
+        CHAMPION: "1",
+        CHALLENGER: "2",
+    }
+    files = {f.path for f in registry.client.list_artifacts(run.info.run_id, "model")}
+    assert files == {"model/model.json", "model/weights.safetensors"}
 
     stored = metrics.history("forecast_test", "2", "holdout")
     assert {r.metric for r in stored} >= {"rmse", "mae", "theil_u2"}
@@ -155,3 +188,68 @@ def test_promotion_rule():
     assert decide("rmse", 0.97, 1.0, 0.02).promote
     refused = decide("rmse", 0.99, 1.0, 0.02)
     assert not refused.promote and refused.figures["relative_improvement"] == pytest.approx(0.01)
+
+
+def source_folder(registry: ModelRegistry, version: str) -> Path:
+    return Path(
+        urlparse(registry.client.get_model_version(registry.model_name, version).source).path
+    )
+
+
+def test_loading_a_version_unpickles_nothing(world, monkeypatch):
+    settings, registry, metrics, tmp_path = world
+    one_round(settings, registry, metrics, tmp_path)
+    RECORDING[0] = True
+    try:
+        pickle.loads(pickle.dumps(Path("x")))
+        assert UNPICKLED == ["pathlib.PosixPath"], "the audit hook does not see unpickling"
+        UNPICKLED.clear()
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("torch.load or mlflow.pytorch called while loading a model")
+
+        monkeypatch.setattr(torch, "load", refuse)
+        monkeypatch.setattr(mlflow.pytorch, "load_model", refuse)
+        module = registry.load("1")
+    finally:
+        RECORDING[0] = False
+    assert UNPICKLED == [] and module.label_names == ("sp500_abs_return_next",)
+
+
+def test_a_pickle_planted_in_the_artifact_store_is_refused_not_run(world):
+    settings, registry, metrics, tmp_path = world
+    one_round(settings, registry, metrics, tmp_path)
+    marker = tmp_path / "marker"
+    weights = source_folder(registry, "1") / WEIGHTS_FILE
+    weights.write_bytes(pickle.dumps(Payload(marker)))
+    assert is_live(weights, marker, "pickle"), "the payload is not live"
+    with pytest.raises(
+        ModelFileError,
+        match=r"version 1 of model forecast_test .*weights\.safetensors is not a safetensors file",
+    ):
+        registry.load("1")
+    assert not marker.exists()
+
+
+def test_a_version_in_the_old_pickled_format_is_refused_not_run(world):
+    """What ``mlflow.pytorch.log_model(serialization_format="pickle")`` wrote, with a payload."""
+    _, registry, _, tmp_path = world
+    marker, old = tmp_path / "marker", tmp_path / "old_format"
+    (old / "data").mkdir(parents=True)
+    (old / "MLmodel").write_text("flavors:\n  pytorch:\n    model_data: data\n")
+    torch.save(Payload(marker), old / "data" / "model.pth")
+    assert is_live(old / "data" / "model.pth", marker, "torch"), "the payload is not live"
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    with mlflow.start_run(experiment_id=registry.experiment_id()) as run:
+        mlflow.log_artifacts(str(old), artifact_path="model")
+    registry.client.create_registered_model(registry.model_name)
+    registry.client.create_model_version(
+        registry.model_name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+    )
+    with pytest.raises(
+        ModelFileError,
+        match=r"has no model\.json, weights\.safetensors \(it holds \['MLmodel', 'data'\]\).*"
+        r"earlier releases pickled models",
+    ):
+        registry.load("1")
+    assert not marker.exists()
