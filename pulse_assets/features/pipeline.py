@@ -80,8 +80,9 @@ def blend(frames: Mapping[str, pl.DataFrame], spec: FeaturesConfig) -> pl.LazyFr
 def run_steps(frame: pl.LazyFrame, spec: FeaturesConfig, by: str | None = None) -> pl.LazyFrame:
     """Apply the configured steps; the spine filter runs right after ``fillna``."""
     steps = list(spec.steps)
-    if steps and isinstance(steps[0], FillnaStep):
-        fill = steps.pop(0).params
+    if steps and isinstance(first := steps[0], FillnaStep):
+        steps.pop(0)
+        fill = first.params
         groups = {
             inp.prefix: ([f"{inp.prefix}_{c}" for c in inp.columns], inp.max_staleness_days)
             for inp in spec.inputs.values()

@@ -7,7 +7,7 @@ A window that is not yet full gives null, which the pipeline treats as warm-up.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import polars as pl
 
@@ -22,7 +22,7 @@ def _over(expr: pl.Expr, by: str | None) -> pl.Expr:
 
 def forward_fill_with_staleness(
     frame: pl.LazyFrame,
-    groups: dict[str, tuple[Sequence[str], int]],
+    groups: Mapping[str, tuple[Sequence[str], int]],
     *,
     fill_value: float,
     staleness_cap_days: int,

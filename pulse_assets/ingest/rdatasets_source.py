@@ -61,6 +61,7 @@ class SP500Daily(_RdatasetsSource):
     """S&P 500 daily open, high, low, close, adjusted close and volume, 1950-2018."""
 
     Params = SP500DailyParams
+    params: SP500DailyParams
     package, item = "openintro", "sp500_1950_2018"
 
     def fetch(self, start: date, end: date) -> pl.DataFrame:
@@ -92,6 +93,7 @@ class PresidentialPolls2016(_RdatasetsSource):
     """
 
     Params = PresidentialPollsParams
+    params: PresidentialPollsParams
     package, item = "dslabs", "polls_us_election_2016"
 
     def fetch(self, start: date, end: date) -> pl.DataFrame:
@@ -127,6 +129,7 @@ class TweetActivity(_RdatasetsSource):
     """Daily activity of one Twitter account: count, retweets, favorites and mean length."""
 
     Params = TweetActivityParams
+    params: TweetActivityParams
     package, item = "dslabs", "trump_tweets"
 
     def fetch(self, start: date, end: date) -> pl.DataFrame:
@@ -167,6 +170,7 @@ class BirthsByState(_RdatasetsSource):
     """
 
     Params = BirthsByStateParams
+    params: BirthsByStateParams
     package, item = "mosaicData", "Birthdays"
 
     def fetch(self, start: date, end: date) -> pl.DataFrame:

@@ -1,5 +1,6 @@
 """End to end: `dagster dev` (webserver and daemon) runs a 44-window retrodiction backfill that
-is launched, watched and inspected over GraphQL, as the UI does."""
+is launched, watched and inspected over GraphQL, as the UI does; the daemon's freshness
+evaluation reports a just-materialized asset healthy and one past its fail window degraded."""
 
 import json
 import os
@@ -22,6 +23,12 @@ from pulse_assets_tests.conftest import populate_store, small_config, train_cham
 pytestmark = pytest.mark.e2e
 FIRST, LAST = date(2016, 11, 2), date(2016, 12, 15)
 RETRODICTION = ["evaluation", "retrodiction"]
+RAW, FEATURES = ["raw", "market_prices"], ["features", "daily_features"]
+# Raw data goes stale fast here (Dagster's shortest windows are 60 s): materialized at the
+# start, it must be DEGRADED by the end; features keep the default 54 h window: HEALTHY.
+RAW_WARN_HOURS, RAW_FAIL_HOURS = 0.02, 0.03  # 72 s, 108 s
+FRESH_DAY = "2016-06-01"  # not the latest day, so the automation sensor does not follow it
+TERMINAL = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
 def free_port() -> int:
@@ -54,11 +61,17 @@ def wait_until(check, timeout_s: float, what: str):
 
 @pytest.fixture
 def served(tmp_path):
-    raw = small_config(tmp_path)
+    raw = small_config(
+        tmp_path, freshness={"raw_warn_hours": RAW_WARN_HOURS, "raw_fail_hours": RAW_FAIL_HOURS}
+    )
     settings = Settings.model_validate(raw)
     populate_store(settings, date(2015, 1, 1), date(2016, 12, 31))
     config_file = tmp_path / "pulse.yaml"
-    config_file.write_text(yaml.safe_dump(json.loads(json.dumps(raw, default=str))))
+    # Key order kept: the schema's column order decides the stored partitions' column order,
+    # which must match that of the partitions populate_store wrote from ``raw``.
+    config_file.write_text(
+        yaml.safe_dump(json.loads(json.dumps(raw, default=str)), sort_keys=False)
+    )
     train_champion(settings, tmp_path / "checkpoints")
     dagster_home = tmp_path / "dagster"
     dagster_home.mkdir()
@@ -68,6 +81,7 @@ def served(tmp_path):
         "DAGSTER_HOME": str(dagster_home),
         "PULSE_HOME": str(tmp_path),
         "PULSE_CONFIG": str(config_file),
+        "FRESHNESS_DAEMON_INTERVAL_SECONDS": "2",  # Dagster's default evaluates every 30 s
     }
     log = (tmp_path / "dagster_dev.log").open("w")
     server = subprocess.Popen(
@@ -141,40 +155,66 @@ query Asset($key: [String!]!) {
   }
 }"""
 FRESHNESS = """
-{ assetNodes(assetKeys: [{path: ["raw", "market_prices"]}, {path: ["features", "daily_features"]}]) {
-    assetKey { path } freshnessStatusInfo { freshnessStatus } } }"""
+query Freshness($key: [String!]!) {
+  assetNodes(assetKeys: [{path: $key}]) {
+    freshnessStatusInfo { freshnessStatus freshnessStatusMetadata { lastMaterializedTimestamp } }
+  }
+}"""
 
 
-def test_backfill_of_retrodiction_windows_over_graphql(served):
-    port, tmp_path = served
-    names = [(FIRST + timedelta(days=n)).isoformat() for n in range((LAST - FIRST).days + 1)]
+def launch_backfill(port: int, names: list[str], keys: list[list[str]], title: str) -> str:
     launched = graphql(
         port,
         LAUNCH,
         {
             "params": {
                 "partitionNames": names,
-                "assetSelection": [{"path": RETRODICTION}],
-                "title": "retrodiction e2e",
+                "assetSelection": [{"path": key} for key in keys],
+                "title": title,
             }
         },
     )["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    backfill_id = launched["backfillId"]
+    return launched["backfillId"]
+
+
+def finished_backfill(port: int, backfill_id: str, timeout_s: float, log: Path) -> dict:
+    """The backfill's final status; it must have succeeded."""
 
     def finished():
         status = graphql(port, STATUS, {"id": backfill_id})["partitionBackfillOrError"]
-        return (
-            status
-            if status["status"] in {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
-            else None
-        )
+        return status if status["status"] in TERMINAL else None
 
-    status = wait_until(finished, 420, f"backfill {backfill_id}")
-    assert status["status"] == "COMPLETED_SUCCESS", (
-        status,
-        (tmp_path / "dagster_dev.log").read_text()[-4000:],
+    status = wait_until(finished, timeout_s, f"backfill {backfill_id}")
+    assert status["status"] == "COMPLETED_SUCCESS", (status, log.read_text()[-4000:])
+    return status
+
+
+def freshness(port: int, key: list[str]) -> dict:
+    """``freshnessStatusInfo`` of one asset: HEALTHY, WARNING, DEGRADED (past the fail window),
+    UNKNOWN (not evaluated, or never materialized) or NOT_APPLICABLE (no policy)."""
+    nodes = graphql(port, FRESHNESS, {"key": key})["assetNodes"]
+    assert len(nodes) == 1 and nodes[0]["freshnessStatusInfo"] is not None, (key, nodes)
+    return nodes[0]["freshnessStatusInfo"]
+
+
+def test_backfill_of_retrodiction_windows_over_graphql(served):
+    port, tmp_path = served
+    log = tmp_path / "dagster_dev.log"
+    fresh_id = launch_backfill(port, [FRESH_DAY], [RAW, FEATURES], "freshness e2e")
+    names = [(FIRST + timedelta(days=n)).isoformat() for n in range((LAST - FIRST).days + 1)]
+    backfill_id = launch_backfill(port, names, [RETRODICTION], "retrodiction e2e")
+
+    finished_backfill(port, fresh_id, 300, log)
+    healthy = wait_until(
+        lambda: (info := freshness(port, FEATURES))["freshnessStatus"] == "HEALTHY" and info,
+        60,
+        "features/daily_features to be HEALTHY right after its materialization",
     )
+    materialized_at = healthy["freshnessStatusMetadata"]["lastMaterializedTimestamp"]
+    assert time.time() - materialized_at < RAW_FAIL_HOURS * 3600
+
+    status = finished_backfill(port, backfill_id, 420, log)
     assert status["numPartitions"] == len(names) >= 30
     assert len(status["runs"]) == 1  # BackfillPolicy.single_run: the whole range in one run
 
@@ -188,16 +228,16 @@ def test_backfill_of_retrodiction_windows_over_graphql(served):
         ("models", "forecast_model"),
     }
 
-    freshness = graphql(port, FRESHNESS)["assetNodes"]
-    assert {tuple(n["assetKey"]["path"]) for n in freshness} == {
-        ("raw", "market_prices"),
-        ("features", "daily_features"),
-    }
-    assert all(
-        n["freshnessStatusInfo"]["freshnessStatus"]
-        in {"HEALTHY", "WARNING", "DEGRADED", "UNKNOWN", "NOT_APPLICABLE"}
-        for n in freshness
+    # raw/market_prices was materialized once, with the features, at the start: past its
+    # 108 s fail window the daemon must report it DEGRADED (HEALTHY and WARNING before that).
+    degraded = wait_until(
+        lambda: (info := freshness(port, RAW))["freshnessStatus"] == "DEGRADED" and info,
+        RAW_FAIL_HOURS * 3600 + 60,
+        "raw/market_prices to be DEGRADED past its fail window",
     )
+    stale_for = time.time() - degraded["freshnessStatusMetadata"]["lastMaterializedTimestamp"]
+    assert stale_for >= RAW_FAIL_HOURS * 3600
+    assert freshness(port, FEATURES)["freshnessStatus"] == "HEALTHY"
 
     stored = {
         p.stem for p in Path(tmp_path / "store" / "evaluation" / "retrodiction").glob("*.parquet")
