@@ -146,7 +146,7 @@ class PartitionStore:
         if not paths:
             raise StoreError(f"no partitions of {table} were asked for; name at least one key")
         frames = [self._read_file(path) for path in paths]
-        return pl.concat(frames, how="vertical_relaxed")
+        return pl.concat(_aligned(frames, table, wanted), how="vertical_relaxed")
 
     def read_range(self, table: str, first: str, last: str) -> pl.DataFrame:
         """Partitions with ``first <= key <= last`` (ISO dates sort as text); others are not opened."""
@@ -175,6 +175,19 @@ class PartitionStore:
             raise StoreError(
                 f"partition file {path} cannot be read: {error}; re-materialize that partition"
             ) from error
+
+
+def _aligned(frames: list[pl.DataFrame], table: str, keys: list[str]) -> list[pl.DataFrame]:
+    """Partitions written with the same columns in another order (a schema's columns
+    reordered in config) read as the first one's order; other columns are an error."""
+    columns = frames[0].columns
+    for key, frame in zip(keys, frames, strict=True):
+        if set(frame.columns) != set(columns):
+            raise StoreError(
+                f"partition {key} of {table} has columns {frame.columns}, partition {keys[0]} "
+                f"has {columns}: the schema changed between writes; re-materialize the range"
+            )
+    return [frame.select(columns) for frame in frames]
 
 
 def _atomic_local_write(target: Path, payload: bytes) -> None:

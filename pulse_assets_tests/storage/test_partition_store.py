@@ -119,3 +119,17 @@ def test_the_next_write_of_a_table_removes_temp_files_a_killed_writer_left(store
     assert live.exists() and other_table.exists()
     assert store.keys("raw/x") == ["2016-01-04", "2016-01-05"]
     assert store.remove_stale_temps("raw/y") == [".2016-01-04.parquet.old.tmp"]
+
+
+def test_partitions_written_with_reordered_columns_read_together(store):
+    store.write_partitions("raw/x", rows(4), ["2016-01-04"])
+    store.write_partitions("raw/x", rows(5).select("v", "date", "entity"), ["2016-01-05"])
+    frame = store.read("raw/x", ["2016-01-04", "2016-01-05"])
+    assert frame.columns == ["date", "entity", "v"] and frame.height == 2
+
+
+def test_partitions_with_different_columns_are_an_error_naming_them(store):
+    store.write_partitions("raw/x", rows(4), ["2016-01-04"])
+    store.write_partitions("raw/x", rows(5).with_columns(w=pl.lit(1)), ["2016-01-05"])
+    with pytest.raises(StoreError, match=r"partition 2016-01-05 of raw/x has columns .*'w'"):
+        store.read("raw/x", ["2016-01-04", "2016-01-05"])
