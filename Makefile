@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/drift_bench.py
 	$(BIN)/python bench/training_bench.py
 	$(BIN)/python bench/rules_bench.py
+	$(BIN)/python bench/rule_language_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
