@@ -1,9 +1,11 @@
 """Blend raw sources on date and run the configured steps: the ``daily_features`` table.
 
-Order: outer-join the sources on date (every day any source observed), forward-fill with
-staleness, keep the spine source's days (trading days), compute indicators, normalize, then
+Order: date each source's values by when they became known (its date plus the input's
+``published_lag_days``), outer-join the sources on that date (every day any source's value
+became known), forward-fill with staleness, keep the spine source's days (trading days),
+compute indicators, normalize, drop the raw level columns that only fed the steps, then
 drop warm-up rows whose windows are not yet full and keep the requested days. Each row reads
-only raw data dated at or before it, and only a bounded number of rows back
+only raw values known at or before it, and only a bounded number of rows back
 (``FeaturesConfig.lookback_rows``), so one day computed alone equals the same day computed
 inside a long range.
 """
@@ -17,7 +19,14 @@ from functools import reduce
 
 import polars as pl
 
-from pulse_assets.config import FeaturesConfig, FillnaStep, IndicatorStep, LabelSpec, NormalizeStep
+from pulse_assets.config import (
+    FeatureInput,
+    FeaturesConfig,
+    FillnaStep,
+    IndicatorStep,
+    LabelSpec,
+    NormalizeStep,
+)
 from pulse_assets.errors import FeatureError
 from pulse_assets.features.steps import (
     STALENESS_SUFFIX,
@@ -38,9 +47,14 @@ class FeatureTable:
     warmup_rows: int
 
 
-def _source_columns(
-    name: str, frame: pl.DataFrame, prefix: str, columns: list[str], entity: str | None
-) -> pl.LazyFrame:
+def _source_columns(name: str, frame: pl.DataFrame, inp: FeatureInput) -> pl.LazyFrame:
+    """The input's columns under its prefix, dated by the day they became known.
+
+    A value dated d with lag L is known from calendar day d + L; when that is not a spine day,
+    the forward fill carries it to the first spine day after it. Staleness and
+    ``max_staleness_days`` count from d + L: its age since d is that plus the constant L.
+    """
+    columns, entity = inp.columns, inp.entity
     missing = [c for c in ["date", "entity", *columns] if c not in frame.columns]
     if missing:
         raise FeatureError(
@@ -55,19 +69,22 @@ def _source_columns(
             f"features input {name!r} has several entities on one day (first days: {days}); "
             "set features.inputs.<name>.entity to pick one"
         )
+    known_on = pl.col("date").dt.offset_by(f"{inp.published_lag_days}d")
     return frame.lazy().select(
-        pl.col("date"), *[pl.col(c).cast(pl.Float64).alias(f"{prefix}_{c}") for c in columns]
+        known_on.alias("date"),
+        *[pl.col(c).cast(pl.Float64).alias(inp.blended(c)) for c in columns],
     )
 
 
 def blend(frames: Mapping[str, pl.DataFrame], spec: FeaturesConfig) -> pl.LazyFrame:
-    """Full outer join of the inputs on date, sorted, with a flag for the spine's days."""
+    """Full outer join of the inputs on the day their values became known, sorted, with a flag
+    for the spine's days."""
     missing = [name for name in spec.inputs if name not in frames]
     if missing:
         raise FeatureError(f"features need input(s) {missing}; got {sorted(frames)}")
     parts = []
     for name, inp in spec.inputs.items():
-        part = _source_columns(name, frames[name], inp.prefix, inp.columns, inp.entity)
+        part = _source_columns(name, frames[name], inp)
         if name == spec.spine:
             part = part.with_columns(pl.lit(True).alias(SPINE_FLAG))
         parts.append(part)
@@ -78,13 +95,17 @@ def blend(frames: Mapping[str, pl.DataFrame], spec: FeaturesConfig) -> pl.LazyFr
 
 
 def run_steps(frame: pl.LazyFrame, spec: FeaturesConfig, by: str | None = None) -> pl.LazyFrame:
-    """Apply the configured steps; the spine filter runs right after ``fillna``."""
+    """Apply the configured steps; the spine filter runs right after ``fillna``.
+
+    The raw level columns (``FeaturesConfig.dropped_raw_columns``) feed the steps and are
+    dropped at the end, so only stationary transforms of them become features.
+    """
     steps = list(spec.steps)
     if steps and isinstance(first := steps[0], FillnaStep):
         steps.pop(0)
         fill = first.params
         groups = {
-            inp.prefix: ([f"{inp.prefix}_{c}" for c in inp.columns], inp.max_staleness_days)
+            inp.prefix: ([inp.blended(c) for c in inp.columns], inp.max_staleness_days)
             for inp in spec.inputs.values()
         }
         frame = forward_fill_with_staleness(
@@ -106,7 +127,7 @@ def run_steps(frame: pl.LazyFrame, spec: FeaturesConfig, by: str | None = None) 
                 if c not in keys and not c.endswith(STALENESS_SUFFIX)
             ]
             frame = normalize(frame, columns, step.params, by=by)
-    return frame
+    return frame.drop(spec.dropped_raw_columns())
 
 
 def feature_columns(frame: pl.DataFrame | pl.LazyFrame) -> list[str]:

@@ -3,6 +3,11 @@
 S&P 500 daily OHLCV (openintro/sp500_1950_2018), the 2016 US presidential election polls
 (dslabs/polls_us_election_2016) aggregated per day, and activity per day from
 dslabs/trump_tweets (counts only: tweet text never reaches the store).
+
+Every value a source returns must be what was known about its date: a figure revised or
+accumulated later (adjusted poll shares, retweet counts read years afterwards) is not
+returned. When a value is published after its date, the feature input declares that lag
+(``features.inputs.<source>.published_lag_days``); the raw row keeps the source's own date.
 """
 
 from __future__ import annotations
@@ -86,10 +91,14 @@ class PresidentialPollsParams(SourceParams):
 
 
 class PresidentialPolls2016(_RdatasetsSource):
-    """2016 US presidential polls aggregated per poll end date.
+    """2016 US presidential polls aggregated per fieldwork end date.
 
-    Shares are the pollster-adjusted Clinton and Trump figures, averaged with sample-size
-    weights; ``margin`` is Clinton minus Trump in percentage points.
+    Shares are the raw Clinton and Trump figures each poll published (``rawpoll_*``), averaged
+    with sample-size weights; ``margin`` is Clinton minus Trump in percentage points. The
+    ``adjpoll_*`` columns are not used: FiveThirtyEight adjusted them afterwards with later
+    information (house effects, trend lines), so they were not known on the poll's date. A
+    poll is released a day or two after its fieldwork ends, which the features declare as
+    the input's ``published_lag_days``; the row keeps the fieldwork end date.
     """
 
     Params = PresidentialPollsParams
@@ -109,8 +118,8 @@ class PresidentialPolls2016(_RdatasetsSource):
             .agg(
                 pl.len().cast(pl.Int64).alias("poll_count"),
                 weight.sum().alias("sample_size"),
-                _weighted_mean("adjpoll_clinton", weight).alias("clinton_share"),
-                _weighted_mean("adjpoll_trump", weight).alias("trump_share"),
+                _weighted_mean("rawpoll_clinton", weight).alias("clinton_share"),
+                _weighted_mean("rawpoll_trump", weight).alias("trump_share"),
             )
             .with_columns(
                 pl.lit(params.entity).alias("entity"),
@@ -126,16 +135,19 @@ class TweetActivityParams(SourceParams):
 
 
 class TweetActivity(_RdatasetsSource):
-    """Daily activity of one Twitter account: count, retweets, favorites and mean length."""
+    """Daily activity of one Twitter account: how many tweets and their mean length.
+
+    Both are known when the tweets are posted. The data set's ``retweet_count`` and
+    ``favorite_count`` are not returned: they are cumulative counts as of the day the data set
+    was collected (years later), not as of the tweet's day, so no day could have known them.
+    """
 
     Params = TweetActivityParams
     params: TweetActivityParams
     package, item = "dslabs", "trump_tweets"
 
     def fetch(self, start: date, end: date) -> pl.DataFrame:
-        raw = pl.from_pandas(
-            self._load()[["created_at", "retweet_count", "favorite_count", "text"]]
-        )
+        raw = pl.from_pandas(self._load()[["created_at", "text"]])
         local_day = (
             pl.col("created_at")
             .str.to_datetime("%Y-%m-%dT%H:%M:%SZ", time_zone="UTC", strict=False)
@@ -149,8 +161,6 @@ class TweetActivity(_RdatasetsSource):
             .group_by("date")
             .agg(
                 pl.len().cast(pl.Int64).alias("tweet_count"),
-                pl.col("retweet_count").sum().cast(pl.Int64).alias("retweets"),
-                pl.col("favorite_count").sum().cast(pl.Int64).alias("favorites"),
                 pl.col("length").mean().alias("mean_length"),
             )
             .with_columns(pl.lit(self.params.entity).alias("entity"))

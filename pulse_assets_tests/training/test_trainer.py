@@ -174,9 +174,11 @@ def test_training_data_problems_are_named(trained_world):
     with pytest.raises(TrainingDataError, match=r"label column\(s\) \['label_missing'\] missing"):
         assemble(features, labels, ["missing"])
     broken = features.with_columns(
-        features["sp500_close"].set(features["date"] == features["date"][3], float("inf"))
+        features["sp500_close_ma_gap_10"].set(features["date"] == features["date"][3], float("inf"))
     )
-    with pytest.raises(TrainingDataError, match=r"NaN/inf in column\(s\) \['sp500_close'\]"):
+    with pytest.raises(
+        TrainingDataError, match=r"NaN/inf in column\(s\) \['sp500_close_ma_gap_10'\]"
+    ):
         assemble(broken, labels, ["sp500_abs_return_next"])
     data = assemble(features, labels, ["sp500_abs_return_next"])
     with pytest.raises(
