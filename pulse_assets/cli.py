@@ -11,17 +11,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from pulse_assets.config import REPO_ROOT, Settings, load_settings, pulse_home, store_root
 from pulse_assets.definitions import build_definitions, build_resources
-from pulse_assets.defs.evaluation import RETRODICTION_KEY
-from pulse_assets.defs.jobs import EVALUATE_JOB, MAIN_JOB, RULES_JOB
-from pulse_assets.defs.partitions import daily_partitions, range_tags
+from pulse_assets.defs.evaluation import SCOREBOARD_KEY
+from pulse_assets.defs.jobs import DRIFT_JOB, EVALUATE_JOB, MAIN_JOB, RULES_JOB, SCOREBOARD_JOB
+from pulse_assets.defs.partitions import daily_partitions, range_tags, round_partitions
 from pulse_assets.defs.tags import TRIGGER_TAG
 from pulse_assets.defs.training import RETRAIN_JOB
 from pulse_assets.errors import PulseError
-from pulse_assets.metrics.regression import METRIC_NAMES
-from pulse_assets.training.registry import CHAMPION
 
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 PLANNED_EVENTS_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
@@ -92,61 +91,39 @@ def _step(
     return result
 
 
-def _scores(settings: Settings, version: str, scope: str, first: str | None = None) -> dict:
-    registry_name = settings.training.tracking.model_name
-    records = (
-        build_resources(settings)["sql_store"].metrics().history(registry_name, version, scope)
-    )
-    if first is not None:
-        records = [r for r in records if r.window_start.isoformat() == first]
-    scores: dict = {}
-    for record in records[-len(METRIC_NAMES) * len(settings.training.labels) :]:
-        entry = scores.setdefault(record.label, {"model": {}, "naive": {}})
-        entry["model"][record.metric] = record.value
-        entry["naive"][record.metric] = record.naive_value
-    return scores
-
-
-def _metric_lines(title: str, scores: dict) -> list[str]:
-    lines = [f"  {title}"]
-    for label, figures in scores.items():
-        model, naive = figures["model"], figures["naive"]
-        lines.append(
-            f"    {label}: "
-            + ", ".join(
-                f"{name} {model[name]:.5g} (naive {naive[name]:.5g})"
-                for name in ("rmse", "mae", "theil_u2")
-            )
-        )
-        verdict = "beats" if model["rmse"] < naive["rmse"] else "does NOT beat"
-        lines.append(f"    -> {verdict} the naive persistence forecast on rmse")
-    return lines
-
-
-def model_report(settings: Settings, first: str, last: str) -> list[str]:
-    """What the demo trained and how it did, read back from the registry and the metrics store."""
-    registry = build_resources(settings)["registry"].get()
-    champion = registry.alias(CHAMPION)
-    if champion is None:
-        raise PulseError(
-            "the demo finished without a champion model; see the retrain run in make ui"
-        )
+def scoreboard_report(settings: Settings, instance: dg.DagsterInstance) -> list[str]:
+    """The walk-forward's scoreboard, read back through the asset graph and the registry."""
+    defs = build_definitions(settings)
+    table = defs.load_asset_value(SCOREBOARD_KEY, instance=instance)
+    if not isinstance(table, pl.DataFrame):
+        raise PulseError(f"the scoreboard asset holds {type(table).__name__}, not a frame")
+    event = instance.get_latest_materialization_event(SCOREBOARD_KEY)
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    versions = build_resources(settings)["registry"].get().versions()
+    drift_retrains = sum(v.tags.get("trigger") == "drift" for v in versions)
     lines = [
-        f"champion: {registry.model_name} version {champion.version} "
-        f"(trained on {champion.tags.get('partition_range')}, holdout {champion.tags.get('holdout_range')})"
+        f"scoreboard over {meta['span'].value} ({meta['out_of_sample_days'].value} out-of-sample "
+        f"days, {meta['rounds'].value} {settings.rounds.cadence} rounds, "
+        f"{meta['promotions'].value} promotions, {len(versions)} versions, "
+        f"{drift_retrains} drift retrains):",
+        f"  {'forecaster':<18} {'RMSE':>9} {'MAE':>9} {'QLIKE':>8} {'U2':>6} {'days':>5}  "
+        "champion vs it (DM, squared loss)",
     ]
-    lines += _metric_lines(
-        "validation (latest 20% of the training rows)",
-        _scores(settings, champion.version, "validation"),
-    )
-    lines += _metric_lines("holdout", _scores(settings, champion.version, "holdout"))
-    lines += _metric_lines(
-        f"retrodiction {first}..{last}", _scores(settings, champion.version, "retrodiction", first)
-    )
+    for row in table.iter_rows(named=True):
+        test = (
+            f"DM {row['champion_dm_statistic']:+.2f}, p {row['champion_dm_p_value']:.3g}"
+            if row["champion_dm_p_value"] is not None
+            else ""
+        )
+        lines.append(
+            f"  {row['forecaster']:<18} {row['rmse']:>9.6f} {row['mae']:>9.6f} "
+            f"{row['qlike']:>8.3f} {row['theil_u2']:>6.3f} {row['days']:>5}  {test}"
+        )
+    lines.append(f"  verdict: {meta['verdict'].value}")
     return lines
 
 
-def rules_report(settings: Settings, first: str) -> list[str]:
+def rules_report(settings: Settings) -> list[str]:
     repository = build_resources(settings)["sql_store"].rules()
     active = repository.search(status="active", limit=100).items
     everything = repository.search(limit=1000).total
@@ -162,15 +139,6 @@ def rules_report(settings: Settings, first: str) -> list[str]:
         )
     if not active:
         lines.append(f"  none passed: {_why_no_rule(evaluations)}")
-    registry = build_resources(settings)["registry"].get()
-    champion = registry.alias(CHAMPION)
-    adjusted = _scores(settings, champion.version, "retrodiction_with_rules", first)
-    raw = _scores(settings, champion.version, "retrodiction", first)
-    for label in adjusted:
-        lines.append(
-            f"  rule-adjusted retrodiction from {first}: {label} rmse {adjusted[label]['model']['rmse']:.5g} "
-            f"against {raw[label]['model']['rmse']:.5g} for the model alone"
-        )
     return lines
 
 
@@ -195,55 +163,46 @@ def run_demo() -> int:
     settings = load_settings()
     home = pulse_home()
     prepare_dagster_home(home)
-    keys = daily_partitions(settings.partitions).get_partition_keys()
-    first, last = keys[0], keys[-1]
-    holdout_first = keys[-settings.training.holdout_days]
+    days = daily_partitions(settings.partitions).get_partition_keys()
+    rounds = round_partitions(settings).get_partition_keys()
     print(f"PULSE_HOME={home}")
     with dg.DagsterInstance.get() as instance:
         result = _step(
-            f"1/5 ingest and features: {MAIN_JOB} over {first}..{last} in one run",
+            f"1/6 ingest and features: {MAIN_JOB} over {days[0]}..{days[-1]} in one run",
             settings,
             instance,
             MAIN_JOB,
-            range_tags(first, last),
+            range_tags(days[0], days[-1]),
         )
         print("\n".join(summarize(result)))
+        round_range = range_tags(rounds[0], rounds[-1])
         _step(
-            f"2/5 train, register, promote: {RETRAIN_JOB}",
+            f"2/6 the walk-forward: {RETRAIN_JOB} over {len(rounds)} {settings.rounds.cadence} "
+            f"rounds {rounds[0]}..{rounds[-1]} (champion decided, challenger trained, each round)",
             settings,
             instance,
             RETRAIN_JOB,
-            {TRIGGER_TAG: "manual"},
+            round_range | {TRIGGER_TAG: "manual"},
         )
         _step(
-            f"3/5 retrodiction and drift backfill: {EVALUATE_JOB} over {holdout_first}..{last}",
+            f"3/6 retrodiction of every round: {EVALUATE_JOB} (champion of the day, shadow, baselines)",
             settings,
             instance,
             EVALUATE_JOB,
-            range_tags(holdout_first, last),
+            round_range,
         )
-        rules = _step(
-            f"4/5 the rule loop: {RULES_JOB} (propose, evaluate, promote)",
-            settings,
-            instance,
-            RULES_JOB,
-            {},
-        )
-        evaluation_first = str(
-            rules.asset_materializations_for_node("rules__rule_evaluations")[0]
-            .metadata["evaluation_windows"]
-            .value
-        ).split("...")[0]
+        drift_first = days[-settings.drift.window_days]
         _step(
-            f"5/5 rule-adjusted retrodiction over {evaluation_first}..{last}",
+            f"4/6 drift checks over {drift_first}..{days[-1]}: {DRIFT_JOB}",
             settings,
             instance,
-            EVALUATE_JOB,
-            range_tags(evaluation_first, last),
-            assets=[RETRODICTION_KEY],
+            DRIFT_JOB,
+            range_tags(drift_first, days[-1]),
         )
-    print("\n" + "\n".join(model_report(settings, holdout_first, last)))
-    print("\n" + "\n".join(rules_report(settings, evaluation_first)))
+        _step(f"5/6 the rule loop: {RULES_JOB}", settings, instance, RULES_JOB, {})
+        _step(f"6/6 the scoreboard: {SCOREBOARD_JOB}", settings, instance, SCOREBOARD_JOB, {})
+        print("\n" + "\n".join(scoreboard_report(settings, instance)))
+    print("\n" + "\n".join(rules_report(settings)))
     print(f"\nstore: {store_root(settings)}")
     print(
         "see it all: make ui (Dagster, http://127.0.0.1:3000), make mlflow-ui (MLflow, http://127.0.0.1:5000)"

@@ -112,12 +112,33 @@ class QualityConfig(StrictModel):
 
 
 class FeatureInput(StrictModel):
-    """Which columns of one raw source enter the blended feature table, under which prefix."""
+    """Which columns of one raw source enter the blended feature table, under which prefix.
+
+    ``published_lag_days`` is the source's knowledge time: a value dated d becomes known on
+    calendar day d + lag and enters the first spine day at or after it (the raw asset keeps
+    the source's own date). Staleness then counts from that day. ``emit_raw`` names the raw
+    columns that are features as they are (already stationary, e.g. a bounded share
+    difference); every other raw column is a level that only feeds indicators and
+    normalization and never reaches the model.
+    """
 
     prefix: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     columns: list[str] = Field(min_length=1)
     entity: str | None = None
     max_staleness_days: Annotated[int, Field(ge=0)] = 0
+    published_lag_days: Annotated[int, Field(ge=0)] = 0
+    emit_raw: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _emitted_columns_are_inputs(self) -> FeatureInput:
+        unknown = [name for name in self.emit_raw if name not in self.columns]
+        if unknown:
+            raise ValueError(f"emit_raw names {unknown}, which are not in columns {self.columns}")
+        return self
+
+    def blended(self, column: str) -> str:
+        """The name of a raw column in the blended table."""
+        return f"{self.prefix}_{column}"
 
 
 class FillnaParams(StrictModel):
@@ -199,7 +220,32 @@ class FeaturesConfig(StrictModel):
         prefixes = [inp.prefix for inp in self.inputs.values()]
         if len(set(prefixes)) != len(prefixes):
             raise ValueError(f"input prefixes must be distinct, got {prefixes}")
+        if lag := self.inputs[self.spine].published_lag_days:
+            raise ValueError(
+                f"the spine {self.spine!r} has published_lag_days {lag}: its days are the "
+                "feature rows and the labels, so its values must be known on their own date (0)"
+            )
+        self._indicators_do_not_shadow_raw_columns()
         return self
+
+    def _indicators_do_not_shadow_raw_columns(self) -> None:
+        raw = {inp.blended(c) for inp in self.inputs.values() for c in inp.columns}
+        for step in self.steps:
+            if isinstance(step, IndicatorStep):
+                clashes = sorted(raw & {spec.name for spec in step.params.indicators if spec.name})
+                if clashes:
+                    raise ValueError(
+                        f"indicator name(s) {clashes} equal raw input columns; rename them"
+                    )
+
+    def dropped_raw_columns(self) -> list[str]:
+        """Raw blended columns that feed the steps but are not feature columns (levels)."""
+        return [
+            inp.blended(column)
+            for inp in self.inputs.values()
+            for column in inp.columns
+            if column not in inp.emit_raw
+        ]
 
     def lookback_rows(self) -> int:
         """Spine rows of history the latest row needs: every window chained, plus one."""
@@ -212,8 +258,10 @@ class FeaturesConfig(StrictModel):
         return rows
 
     def lookback_days(self) -> int:
-        """Calendar days that surely hold ``lookback_rows`` trading days (252 a year, holidays)."""
-        return int(self.lookback_rows() * 1.5) + 20
+        """Calendar days that surely hold ``lookback_rows`` trading days (252 a year, holidays),
+        plus the longest publication lag: a value is read that many days after its date."""
+        longest_lag = max(inp.published_lag_days for inp in self.inputs.values())
+        return int(self.lookback_rows() * 1.5) + 20 + longest_lag
 
 
 class ModelConfig(StrictModel):
@@ -253,10 +301,14 @@ class MonitorConfig(StrictModel):
 
 
 class PromotionConfig(StrictModel):
-    """``champion`` moves to a challenger that beats it by ``min_improvement`` (relative)."""
+    """``champion`` moves to the challenger when, on the shadow days, it beats the champion by
+    ``min_improvement`` (relative) in ``metric`` and, when ``significance_level`` is set, a
+    one-sided Diebold-Mariano test on ``loss`` rejects equal accuracy at that level."""
 
     metric: Literal["rmse", "mae", "median_ae", "p90_ae"] = "rmse"
     min_improvement: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    significance_level: Annotated[float, Field(gt=0.0, lt=0.5)] | None = 0.10
+    loss: Literal["squared", "absolute"] = "squared"
 
 
 class TrackingConfig(StrictModel):
@@ -273,7 +325,6 @@ class TrainingConfig(StrictModel):
     labels: list[str] = Field(min_length=1)
     features: list[str] | None = None
     window_days: Annotated[int, Field(ge=30)] = 1825
-    holdout_days: Annotated[int, Field(ge=1)] = 365
     validation_share: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.2
     min_rows: Annotated[int, Field(ge=10)] = 200
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -283,7 +334,46 @@ class TrainingConfig(StrictModel):
     monitor: MonitorConfig = MonitorConfig()
     promotion: PromotionConfig = PromotionConfig()
     tracking: TrackingConfig = TrackingConfig()
-    schedule: str = Field(default="0 6 * * 1-5", description="cron of the retrain schedule")
+
+
+class BaselineSettings(StrictModel):
+    """How the baselines are fitted; the defaults are the field's usual choices."""
+
+    trailing_days: int = Field(default=20, ge=1, description="k of the trailing mean of |r|")
+    ewma_lambda: float = Field(default=0.94, gt=0.0, lt=1.0, description="RiskMetrics decay")
+    min_fit_rows: int = Field(
+        default=20, ge=2, description="fewer returns before the cutoff: no baseline, an error"
+    )
+    garch_min_fit_rows: int = Field(
+        default=250, ge=10, description="fewer returns before the cutoff: GARCH falls back"
+    )
+
+    @model_validator(mode="after")
+    def _trailing_window_fits(self) -> BaselineSettings:
+        if self.min_fit_rows < self.trailing_days:
+            raise ValueError(
+                f"min_fit_rows ({self.min_fit_rows}) must be at least trailing_days "
+                f"({self.trailing_days}), so the first forecast of a round has a full window"
+            )
+        return self
+
+
+class RoundsConfig(StrictModel):
+    """Training rounds through time (the walk-forward): a round's model is trained on what was
+    known before the round started and runs as the shadow challenger during it."""
+
+    cadence: Literal["weekly", "monthly", "quarterly"] = "monthly"
+    start: date = Field(description="the first round; it needs window rows known before it")
+    warm_start: bool = Field(
+        default=True, description="start each round from the champion's weights"
+    )
+    warm_start_epochs: Annotated[int, Field(ge=1)] = 8
+    min_shadow_days: Annotated[int, Field(ge=3)] = Field(
+        default=10, description="fewer shadow days of a challenger: the champion is kept"
+    )
+    embargo_rows: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="rows dropped between fit and validation rows (>= label horizon)"
+    )
 
 
 class MultivariateDriftConfig(StrictModel):
@@ -371,6 +461,8 @@ class Settings(StrictModel):
     drift: DriftConfig = DriftConfig()
     freshness: FreshnessConfig = FreshnessConfig()
     rules: RulesConfig = RulesConfig()
+    rounds: RoundsConfig
+    baselines: BaselineSettings = BaselineSettings()
 
     @field_validator("sources")
     @classmethod
@@ -379,6 +471,17 @@ class Settings(StrictModel):
             if not name.replace("_", "").isalnum() or not name[0].isalpha():
                 raise ValueError(f"source name {name!r} must be letters, digits and underscores")
         return sources
+
+    @model_validator(mode="after")
+    def _rounds_inside_partitions(self) -> Settings:
+        end = self.partitions.end
+        if self.rounds.start <= self.partitions.start or (end and self.rounds.start >= end):
+            raise ValueError(
+                f"rounds.start {self.rounds.start} must lie inside the partitions "
+                f"({self.partitions.start}..{end or 'today'}), after the first day, so the first "
+                "round has history to train on"
+            )
+        return self
 
     @model_validator(mode="after")
     def _features_name_sources(self) -> Settings:

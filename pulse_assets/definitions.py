@@ -42,7 +42,7 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         *build_raw_assets(settings, partitions),
         *build_feature_assets(settings, partitions),
         *build_training_assets(settings),
-        *build_evaluation_assets(settings, partitions),
+        *build_evaluation_assets(settings),
         *build_drift_assets(settings, partitions),
         *build_rule_assets(settings),
     ]

@@ -35,3 +35,7 @@ class StoreError(PulseError):
 
 class FeatureError(PulseError):
     """The feature pipeline was given inputs it cannot turn into features."""
+
+
+class NoChampionError(PulseError):
+    """An asset needs the champion model and the registry has none yet."""

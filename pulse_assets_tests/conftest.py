@@ -63,6 +63,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         raw["partitions"] = {"start": "2015-01-01", "end": "2017-01-01", "timezone": "UTC"}
         raw["store"] = {"root": str(tmp_path / "store")}
         raw["features"]["steps"] = copy.deepcopy(SMALL_FEATURE_STEPS)
+        raw["rounds"] = copy.deepcopy(SMALL_ROUNDS)
         for key, value in overrides.items():
             raw[key] = value
         return Settings.model_validate(raw)
@@ -92,10 +93,16 @@ def small_settings(make_settings: Callable[..., Settings]) -> Iterator[Settings]
 SMALL_TRAINING: dict[str, Any] = {
     "labels": ["sp500_abs_return_next"],
     "window_days": 300,
-    "holdout_days": 60,
     "min_rows": 60,
     "model": {"kind": "gru", "hidden_sizes": [8], "dropout": 0.0, "lookback_rows": 5},
     "optimizer": {"batch_size": 32, "learning_rate": 0.003, "epochs": 6, "patience": 3, "seed": 3},
+}
+SMALL_ROUNDS: dict[str, Any] = {
+    "cadence": "monthly",
+    "start": "2016-07-01",
+    "warm_start": True,
+    "warm_start_epochs": 3,
+    "min_shadow_days": 5,
 }
 SMALL_DRIFT: dict[str, Any] = {
     "window_days": 20,
@@ -115,6 +122,7 @@ def small_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
         "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "retries": 0}
     }
     raw["drift"] = copy.deepcopy(SMALL_DRIFT)
+    raw["rounds"] = copy.deepcopy(SMALL_ROUNDS)
     raw.update(overrides)
     return raw
 
@@ -154,18 +162,30 @@ def trained_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def train_champion(settings: Settings, checkpoints_root: Path) -> None:
-    """One training round straight through the domain code: version 1 becomes champion."""
+    """The first round straight through the domain code: its version becomes champion (and
+    challenger) from the round's start on."""
     from pulse_assets.definitions import build_resources
-    from pulse_assets.training.orchestrator import run_training
+    from pulse_assets.defs.partitions import round_partitions
+    from pulse_assets.defs.training import ModelCache
+    from pulse_assets.training.rounds import RoundContext, RoundWindow, run_round
 
     resources = build_resources(settings)
-    run_training(
-        config=settings.training,
-        store=resources["partition_store"].get(),
-        registry=resources["registry"].get(),
-        metrics=resources["sql_store"].metrics(),
+    registry = resources["registry"].get()
+    store = resources["partition_store"].get()
+    rounds = round_partitions(settings)
+    key = rounds.get_first_partition_key()
+    span = rounds.time_window_for_partition_key(key)
+    window = RoundWindow(key, span.start.date(), span.end.date())
+    last = (window.end - timedelta(days=1)).isoformat()
+    features = store.read_range("features/daily_features", "0000-00-00", last)
+    labels = store.read_range("features/daily_labels", "0000-00-00", last)
+    context = RoundContext(
+        training=settings.training,
+        rounds=settings.rounds,
+        registry=registry,
         checkpoints_root=checkpoints_root,
+        load=ModelCache(registry).load,
         trigger="manual",
         run_id=None,
-        log=lambda message: None,
     )
+    run_round(context, window, None, features, labels, window.start)

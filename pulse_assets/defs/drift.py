@@ -7,15 +7,20 @@ import dagster as dg
 import polars as pl
 
 from pulse_assets.config import Settings
-from pulse_assets.defs.evaluation import require_champion
 from pulse_assets.defs.features import FEATURES_KEY
 from pulse_assets.defs.metadata import frame_metadata, markdown_table, versioned_output
+from pulse_assets.defs.partitions import round_partitions
 from pulse_assets.defs.resources import PartitionStoreResource, RegistryResource
-from pulse_assets.defs.tags import DRIFTED_FEATURES_TAG, TRIGGER_TAG
+from pulse_assets.defs.tags import CUTOFF_TAG, DRIFTED_FEATURES_TAG, LIVE_CUTOFF, TRIGGER_TAG
 from pulse_assets.defs.training import MODEL_KEY, RETRAIN_JOB
 from pulse_assets.drift.episodes import current_episode
 from pulse_assets.drift.report import MULTIVARIATE_FEATURE, daily_reports, recent_checks
-from pulse_assets.training.registry import CHAMPION
+from pulse_assets.training.registry import (
+    CHALLENGER,
+    CHAMPION,
+    VersionTags,
+    require_champion,
+)
 
 DRIFT_KEY = dg.AssetKey(["drift", "drift_report"])
 DRIFT_TABLE = "drift/drift_report"
@@ -57,7 +62,8 @@ def build_drift_assets(
     ) -> Iterator[dg.Output]:
         model_registry = registry.get()
         champion = require_champion(model_registry)
-        first, last = champion.tags["partition_range"].split("...")
+        trained = VersionTags.of(champion)
+        first, last = trained.train_first.isoformat(), trained.train_last.isoformat()
         reference = partition_store.get().read_range("features/daily_features", first, last)
         feature_names = list(model_registry.load(champion.version).feature_names)
         window = context.partition_time_window
@@ -79,7 +85,7 @@ def build_drift_assets(
         mmd = latest.filter(pl.col("feature") == MULTIVARIATE_FEATURE)
         metadata = frame_metadata(report) | {
             "champion_version": champion.version,
-            "reference_range": champion.tags["partition_range"],
+            "reference_range": f"{first}...{last}",
             "latest_drifted_features": drifted.height,
             "latest_drifted": ", ".join(drifted["feature"].to_list()) or "none",
             "multivariate_drift": bool(mmd["drifted"][0]) if mmd.height else "not run",
@@ -97,13 +103,15 @@ def build_drift_assets(
 
 def build_drift_sensor(settings: Settings) -> dg.SensorDefinition:
     persistence = settings.drift.persistence
+    rounds = round_partitions(settings)
 
     @dg.sensor(
         name="drift_sensor",
         job_name=RETRAIN_JOB,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Requests a retrain when feature drift persists for {persistence} consecutive checks; "
+        description=f"Requests a live retrain of the latest round (trained on everything labelled so far) "
+        f"when feature drift persists for {persistence} consecutive checks; "
         "one retrain per drift episode (run key = champion version + episode start).",
     )
     def drift_sensor(
@@ -136,9 +144,24 @@ def build_drift_sensor(settings: Settings) -> dg.SensorDefinition:
                 ),
                 cursor=cursor,
             )
+        challenger = registry.get().alias(CHALLENGER)
+        if challenger is not None and VersionTags.of(challenger).cutoff > checks[-1][0]:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"drift persists since {episode.start}, but challenger {challenger.version} "
+                    f"already trained on everything labelled before {VersionTags.of(challenger).cutoff}: "
+                    "a retrain would see the same data"
+                ),
+                cursor=cursor,
+            )
         request = dg.RunRequest(
             run_key=f"drift:{champion.version}:{episode.start.isoformat()}",
-            tags={TRIGGER_TAG: "drift", DRIFTED_FEATURES_TAG: ",".join(episode.features)},
+            partition_key=rounds.get_last_partition_key(),
+            tags={
+                TRIGGER_TAG: "drift",
+                DRIFTED_FEATURES_TAG: ",".join(episode.features),
+                CUTOFF_TAG: LIVE_CUTOFF,
+            },
         )
         return dg.SensorResult(run_requests=[request], cursor=cursor)
 

@@ -1,132 +1,212 @@
-"""Retrodiction: each day of history forecast by the champion, next to what happened."""
+"""Retrodiction by round (the champion of each day, the challenger's shadow, the baselines) and
+the scoreboard over every round."""
 
-import time
-from collections.abc import Iterator
-from datetime import timedelta
+import base64
+import tempfile
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from pulse_assets.config import Settings
 from pulse_assets.defs.features import FEATURES_KEY, LABELS_KEY
-from pulse_assets.defs.metadata import frame_metadata, versioned_output
-from pulse_assets.defs.resources import RegistryResource, SqlStoreResource
-from pulse_assets.defs.training import MODEL_KEY, trained_through
-from pulse_assets.errors import PulseError
-from pulse_assets.evaluation.retrodiction import retrodict, window_metrics
+from pulse_assets.defs.metadata import frame_metadata, markdown_table, versioned_output
+from pulse_assets.defs.partitions import round_partitions, rounds_covering
+from pulse_assets.defs.resources import READ_EXISTING_ONLY, RegistryResource, SqlStoreResource
+from pulse_assets.defs.training import MODEL_KEY, ModelCache, round_windows
+from pulse_assets.evaluation.baselines import fit_baselines
+from pulse_assets.evaluation.charts import scoreboard_chart
+from pulse_assets.evaluation.retrodiction import (
+    Forecaster,
+    abs_returns,
+    retrodict_round,
+    with_rules,
+)
+from pulse_assets.evaluation.scoreboard import dm_table, skill_table, winner_line
 from pulse_assets.features.pipeline import feature_columns
 from pulse_assets.rules.loop import active_rules
-from pulse_assets.training.registry import CHAMPION, ModelRegistry, ModelVersionInfo
+from pulse_assets.training.audit import AliasEvent, holder_at
+from pulse_assets.training.registry import (
+    CHALLENGER,
+    CHAMPION,
+    ModelRegistry,
+    VersionTags,
+    require_champion,
+)
 
 RETRODICTION_KEY = dg.AssetKey(["evaluation", "retrodiction"])
+SCOREBOARD_KEY = dg.AssetKey(["evaluation", "scoreboard"])
 
 
-class NoChampionError(PulseError):
-    """An asset needs the champion model and the registry has none yet."""
+class ServiceLookup:
+    """Which version forecast day t, from the alias audit read once per run."""
+
+    def __init__(self, registry: ModelRegistry, cache: ModelCache) -> None:
+        self._registry = registry
+        self._cache = cache
+        self._history: list[AliasEvent] = registry.audit.history(registry.model_name)
+        self._cutoffs: dict[str, date] = {}
+
+    def _forecaster(self, version: str | None) -> Forecaster | None:
+        if version is None:
+            return None
+        if version not in self._cutoffs:
+            self._cutoffs[version] = VersionTags.of(self._registry.version(version)).cutoff
+        return Forecaster(version, self._cache.load(version), self._cutoffs[version])
+
+    def champion(self, day: date) -> Forecaster | None:
+        return self._forecaster(holder_at(self._history, CHAMPION, day))
+
+    def challenger(self, day: date) -> Forecaster | None:
+        """The shadow of day t: the challenger in service, when it is not the champion."""
+        version = holder_at(self._history, CHALLENGER, day)
+        champion = holder_at(self._history, CHAMPION, day)
+        return None if version == champion else self._forecaster(version)
 
 
-def require_champion(registry: ModelRegistry) -> ModelVersionInfo:
-    champion = registry.alias(CHAMPION)
-    if champion is None:
-        raise NoChampionError(
-            f"no version of {registry.model_name} has the alias champion yet: materialize "
-            "models/forecast_model first (make demo trains one)"
-        )
-    return champion
+def _round_figures(frame: pl.DataFrame, label: str, fallback: str | None) -> dict[str, object]:
+    """A round's own numbers: rows, every forecaster's skill, the champion's DM p-values."""
+    figures: dict[str, object] = {"rows": frame.height}
+    for row in skill_table(frame, label).iter_rows(named=True):
+        for metric in ("rmse", "mae", "qlike", "theil_u2"):
+            figures[f"{row['forecaster']}_{metric}"] = row[metric]
+    for row in dm_table(frame, label).iter_rows(named=True):
+        figures[f"dm_p_vs_{row['baseline']}_{row['loss']}"] = row["p_value"]
+    figures["in_sample_rows"] = int(frame["in_sample"].sum()) if frame.height else 0
+    figures["garch"] = fallback or "fitted"
+    return figures
 
 
-def history_days(settings: Settings) -> int:
-    """Calendar days of feature history a recurrent model's window of rows needs."""
-    model = settings.training.model
-    rows = model.lookback_rows if model.kind != "mlp" else 1
-    return int(rows * 1.5) + 10
-
-
-def build_evaluation_assets(
-    settings: Settings, partitions: dg.PartitionsDefinition
-) -> list[dg.AssetsDefinition]:
-    labels = settings.training.labels
+def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    label = settings.training.labels[0]
+    round_defs = round_partitions(settings)
+    one_round_back = dg.TimeWindowPartitionMapping(
+        start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True
+    )
+    fit_window = dg.TimeWindowPartitionMapping(
+        start_offset=-rounds_covering(settings.training.window_days, settings),
+        end_offset=0,
+        allow_nonexistent_upstream_partitions=True,
+    )
 
     @dg.asset(
         key=RETRODICTION_KEY,
         group_name="evaluation",
         description=(
-            "For each day t, the champion's forecast from features known at t, the actual (the next "
-            "trading day's label), the error, the naive persistence forecast, and the forecast adjusted "
-            "by the active rules. Reads the champion from the registry (the model the latest training "
-            "round promoted) and the active rules from the rule repository (what the latest rule round "
-            "promoted)."
+            "Each day of a round forecast as the platform would have: by the version that was "
+            "champion that day (from the alias audit), beside the round's challenger (shadow) and "
+            "the standard baselines fitted on returns known before the round (naive, trailing "
+            "mean, EWMA, GARCH(1,1)-t). Every row is out of sample for the version that made it. "
+            "Active rules adjust the champion's forecast."
         ),
         ins={
-            "features": dg.AssetIn(
-                FEATURES_KEY,
-                partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-history_days(settings), end_offset=0
-                ),
-            ),
-            "label_rows": dg.AssetIn(
-                LABELS_KEY,
-                partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-10, end_offset=0),
-            ),
+            "rounds": dg.AssetIn(MODEL_KEY),
+            "features": dg.AssetIn(FEATURES_KEY, partition_mapping=one_round_back),
+            "label_rows": dg.AssetIn(LABELS_KEY, partition_mapping=fit_window),
         },
-        deps=[MODEL_KEY],
-        partitions_def=partitions,
+        partitions_def=round_defs,
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=dg.AutomationCondition.eager(),
         kinds={"pytorch", "parquet"},
     )
     def retrodiction(
         context: dg.AssetExecutionContext,
+        rounds: pl.DataFrame,
         features: pl.DataFrame,
         label_rows: pl.DataFrame,
         registry: RegistryResource,
         sql_store: SqlStoreResource,
-    ) -> Iterator[dg.Output]:
-        started = time.perf_counter()
+    ) -> dg.Output[pl.DataFrame]:
         model_registry = registry.get()
-        champion = require_champion(model_registry)
-        module = model_registry.load(champion.version)
-        window = context.partition_time_window
-        start, end = window.start.date(), window.end.date()
-        feature_names = list(module.feature_names)
-        rules = active_rules(sql_store.rules(), labels, feature_columns(features))
-        frame = retrodict(
-            module,
-            features,
-            label_rows,
-            feature_names,
-            labels,
-            start,
-            end,
-            champion.version,
-            trained_through(champion.tags),
-            [rule for _, rule in rules],
-        )
-        metadata = frame_metadata(frame) | {
-            "model_version": champion.version,
-            "in_sample_rows": int(frame["in_sample"].sum()),
-        }
-        metadata["active_rules"] = ", ".join(record.rule_id for record, _ in rules) or "none"
-        metrics_store = sql_store.metrics()
-        for scope, prefix, key in (
-            ("retrodiction", "forecast", ""),
-            ("retrodiction_with_rules", "adjusted", "_adjusted"),
-        ):
-            for label, figures in window_metrics(frame, labels, prefix).items():
-                for name in ("rmse", "mae", "theil_u2", "mbe"):
-                    metadata[f"{label}{key}_{name}"] = figures["model"][name]
-                    metadata[f"{label}_naive_{name}"] = figures["naive"][name]
-                metrics_store.record(
-                    model_name=model_registry.model_name,
-                    model_version=champion.version,
-                    scope=scope,
-                    window=(start, end - timedelta(days=1)),
-                    label=label,
-                    metrics=figures,
-                    rows=frame.drop_nulls(f"actual_{label}").height,
-                    run_id=context.run.run_id,
+        require_champion(model_registry)  # no champion: nothing forecast, say what to do
+        service = ServiceLookup(model_registry, ModelCache(model_registry))
+        rules = active_rules(sql_store.rules(), [label], feature_columns(features))
+        returns = abs_returns(label_rows, label)
+        frames = []
+        for window in round_windows(round_defs, list(context.partition_keys)):
+            fit_from = window.start - timedelta(days=settings.training.window_days)
+            fitted = fit_baselines(
+                returns.filter(pl.col("date").is_between(fit_from, window.start, closed="left")),
+                settings.baselines,
+            )
+            frame = retrodict_round(
+                features,
+                label_rows,
+                label,
+                (window.start, window.end),
+                service.champion,
+                service.challenger,
+                fitted,
+            ).with_columns(pl.lit(window.key).alias("round"))
+            frame = with_rules(frame, features, [label], [rule for _, rule in rules])
+            frames.append(frame)
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=RETRODICTION_KEY,
+                    partition=window.key,
+                    metadata=_round_figures(frame, label, fitted.garch_fallback_reason),  # type: ignore[arg-type]
                 )
-        metadata["compute_seconds"] = time.perf_counter() - started
-        yield versioned_output(frame, metadata)
+            )
+        frame = pl.concat(frames, how="diagonal_relaxed")
+        metadata = frame_metadata(frame) | {
+            "in_sample_rows": int(frame["in_sample"].sum()),
+            "active_rules": ", ".join(record.rule_id for record, _ in rules) or "none",
+        }
+        return versioned_output(frame, metadata)
 
-    return [retrodiction]
+    @dg.asset(
+        key=SCOREBOARD_KEY,
+        group_name="evaluation",
+        description=(
+            "Every forecaster's out-of-sample RMSE, MAE, QLIKE and Theil's U2 over all retrodicted "
+            "rounds, the champion's Diebold-Mariano tests against each baseline (squared and "
+            "absolute loss), the rounds' promotions, and a chart of rolling loss and forecasts."
+        ),
+        ins={
+            "retrodiction": dg.AssetIn(RETRODICTION_KEY, metadata={READ_EXISTING_ONLY: True}),
+            "rounds": dg.AssetIn(MODEL_KEY, metadata={READ_EXISTING_ONLY: True}),
+        },
+        kinds={"matplotlib", "parquet"},
+    )
+    def scoreboard(
+        context: dg.AssetExecutionContext,
+        retrodiction: pl.DataFrame,
+        rounds: pl.DataFrame,
+        registry: RegistryResource,
+    ) -> dg.Output[pl.DataFrame]:
+        skill = skill_table(retrodiction, label)
+        dm = dm_table(retrodiction, label)
+        with tempfile.TemporaryDirectory(prefix="pulse-chart-") as folder:
+            chart = scoreboard_chart(retrodiction, label, Path(folder) / "scoreboard.png")
+            registry.get().log_report(
+                "scoreboard",
+                {f"{r['forecaster']}_rmse": r["rmse"] for r in skill.iter_rows(named=True)},
+                [chart],
+            )
+            image = base64.b64encode(chart.read_bytes()).decode()
+        first, last = retrodiction["date"].min(), retrodiction["date"].max()
+        metadata: dict[str, Any] = {
+            "verdict": winner_line(skill, dm),
+            "out_of_sample_days": retrodiction.drop_nulls(f"actual_{label}").height,
+            "span": f"{first!s}...{last!s}",
+            "rounds": rounds.height,
+            "promotions": int(rounds["promoted"].sum()) if rounds.height else 0,
+            "skill": markdown_table(skill.with_columns(pl.col(pl.Float64).round(6))),
+            "diebold_mariano": markdown_table(dm.with_columns(pl.col(pl.Float64).round(4))),
+            "chart": dg.MetadataValue.md(f"![scoreboard](data:image/png;base64,{image})"),
+        }
+        context.log.info(str(metadata["verdict"]))
+        table = skill.join(
+            dm.filter(pl.col("loss") == "squared").select(
+                pl.col("baseline").alias("forecaster"),
+                pl.col("dm_statistic").alias("champion_dm_statistic"),
+                pl.col("p_value").alias("champion_dm_p_value"),
+            ),
+            on="forecaster",
+            how="left",
+        )
+        return dg.Output(table, metadata=metadata)
+
+    return [retrodiction, scoreboard]

@@ -30,12 +30,42 @@ class PartitionStoreResource(dg.ConfigurableResource):
         return PartitionStore(self.root)
 
 
+PARTITION_KEY_COLUMN = "__partition"
+READ_EXISTING_ONLY = "pulse/read_existing_only"
+
+
+def _by_partition(frame: pl.DataFrame, context: dg.OutputContext) -> pl.DataFrame:
+    """``frame`` with the key of the time window each row's ``date`` falls in: a day's own key
+    for daily partitions, the round's key for rows of a round."""
+    partitions_def = context.asset_partitions_def
+    if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        return frame.with_columns(pl.col("date").cast(pl.String).alias(PARTITION_KEY_COLUMN))
+    spans = [
+        (key, partitions_def.time_window_for_partition_key(key))
+        for key in context.asset_partition_keys
+    ]
+    windows = pl.DataFrame(
+        [(key, span.start.date(), span.end.date()) for key, span in spans],
+        schema={PARTITION_KEY_COLUMN: pl.String, "__start": pl.Date, "__end": pl.Date},
+        orient="row",
+    ).sort("__start")
+    keyed = frame.sort("date", maintain_order=True).join_asof(
+        windows, left_on="date", right_on="__start"
+    )
+    inside = pl.col("date") < pl.col("__end")
+    return keyed.with_columns(
+        pl.when(inside).then(pl.col(PARTITION_KEY_COLUMN)).alias(PARTITION_KEY_COLUMN)
+    ).drop("__start", "__end")
+
+
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     """Stores polars frames: a partitioned asset as one file per partition key.
 
-    An output over a partition range is split by its ``date`` column, and every key in the
-    range is replaced, with an empty file where the range has no rows (weekends). An input
-    over a range reads exactly the files of that range.
+    An output over a partition range is split by the time window each row's ``date`` falls
+    in, and every key in the range is replaced, with an empty file where the range has no
+    rows (weekends). An input over a range reads exactly the files of that range; an input
+    whose definition metadata sets ``READ_EXISTING_ONLY`` (a round reading the rounds before
+    it) reads those of its partitions that exist.
     """
 
     store: PartitionStoreResource
@@ -44,7 +74,14 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         store = self.store.get()
         table = table_name(context.asset_key)
         if context.has_asset_partitions:
-            rows = store.write_partitions(table, obj, context.asset_partition_keys)
+            keyed = _by_partition(obj, context)
+            rows = store.write_partitions(
+                table,
+                keyed,
+                context.asset_partition_keys,
+                key_column=PARTITION_KEY_COLUMN,
+                keep_key_column=False,
+            )
             empty = sum(1 for count in rows.values() if count == 0)
             context.log.debug(f"wrote {len(rows)} partition(s) of {table}, {empty} empty")
         else:
@@ -54,9 +91,15 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
         store = self.store.get()
         table = table_name(context.asset_key)
-        if context.has_asset_partitions:
-            return store.read(table, context.asset_partition_keys)
-        return store.read(table, [UNPARTITIONED_KEY])
+        if not context.has_asset_partitions:
+            return store.read(table, [UNPARTITIONED_KEY])
+        keys = context.asset_partition_keys
+        if (context.definition_metadata or {}).get(READ_EXISTING_ONLY):
+            present = set(store.keys(table))
+            keys = [key for key in keys if key in present]
+            if not keys:
+                return pl.DataFrame()
+        return store.read(table, keys)
 
 
 @functools.cache

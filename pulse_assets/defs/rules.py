@@ -8,13 +8,14 @@ import dagster as dg
 import polars as pl
 
 from pulse_assets.config import Settings
-from pulse_assets.defs.evaluation import RETRODICTION_KEY, require_champion
+from pulse_assets.defs.evaluation import RETRODICTION_KEY
 from pulse_assets.defs.features import FEATURES_KEY
 from pulse_assets.defs.metadata import escape_markdown, markdown_table
 from pulse_assets.defs.resources import PartitionStoreResource, RegistryResource, SqlStoreResource
+from pulse_assets.evaluation.retrodiction import window_metrics
 from pulse_assets.rules.loop import RuleData, evaluate_drafts, promote, propose, rule_frame
 from pulse_assets.rules.repository import RuleRecord
-from pulse_assets.training.registry import ModelVersionInfo
+from pulse_assets.training.registry import ModelVersionInfo, VersionTags, require_champion
 
 CANDIDATES_KEY = dg.AssetKey(["rules", "rule_candidates"])
 EVALUATIONS_KEY = dg.AssetKey(["rules", "rule_evaluations"])
@@ -74,18 +75,19 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         sql_store: SqlStoreResource,
     ) -> dg.MaterializeResult:
         champion, data = _champion_windows(settings, partition_store, registry)
+        tags = VersionTags.of(champion)
+        scores = window_metrics(data.frame, labels)
         model_info = {
             "model": {
                 "name": registry.model_name,
                 "version": champion.version,
                 "type": settings.training.model.kind,
-                "training_period": champion.tags.get("partition_range", ""),
+                "training_period": f"{tags.train_first}...{tags.train_last}",
             },
-            "holdout_metrics": {
-                f"{r.label}.{r.metric}": {"model": r.value, "naive": r.naive_value}
-                for r in sql_store.metrics().history(
-                    registry.model_name, champion.version, "holdout"
-                )
+            "out_of_sample_metrics": {
+                f"{label}.{metric}": {"model": value, "naive": figures["naive"][metric]}
+                for label, figures in scores.items()
+                for metric, value in figures["model"].items()
             },
         }
         report = propose(data, sql_store.rules(), config, labels, model_info, context.run.run_id)

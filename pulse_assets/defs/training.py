@@ -1,111 +1,201 @@
-"""The training asset, its job and its schedule (the plan's daily Airflow DAG)."""
+"""The training rounds: models/forecast_model, partitioned by round, reading its previous round."""
 
-from datetime import date
+
+from typing import Any
 
 import dagster as dg
+import polars as pl
 
 from pulse_assets.config import Settings, checkpoints_root
 from pulse_assets.defs.features import FEATURES_KEY, LABELS_KEY
-from pulse_assets.defs.resources import PartitionStoreResource, RegistryResource, SqlStoreResource
-from pulse_assets.defs.tags import DRIFTED_FEATURES_TAG, TRIGGER_TAG
-from pulse_assets.training.orchestrator import TrainingOutcome, run_training
-from pulse_assets.training.registry import lineage_markdown
+from pulse_assets.defs.partitions import round_partitions, rounds_covering
+from pulse_assets.defs.resources import READ_EXISTING_ONLY, RegistryResource
+from pulse_assets.defs.tags import CUTOFF_TAG, DRIFTED_FEATURES_TAG, LIVE_CUTOFF, TRIGGER_TAG
+from pulse_assets.training.models import ForecastModule
+from pulse_assets.training.registry import ModelRegistry, lineage_markdown
+from pulse_assets.training.rounds import (
+    RoundContext,
+    RoundError,
+    RoundRecord,
+    RoundWindow,
+    live_cutoff,
+    previous_record,
+    run_round,
+)
 
 MODEL_KEY = dg.AssetKey(["models", "forecast_model"])
 RETRAIN_JOB = "retrain"
 
 
-def _metadata(outcome: TrainingOutcome, lineage: str) -> dict:
-    result, label = outcome.result, next(iter(outcome.holdout))
-    holdout, validation = outcome.holdout[label], outcome.validation[label]
-    metadata = {
-        "model_version": outcome.version,
-        "champion_version": outcome.champion_version,
-        "parent_version": outcome.parent_version or "none",
-        "promoted": outcome.decision.promote,
-        "promotion_reason": outcome.decision.reason,
-        "training_range": outcome.window.partition_range(),
-        "holdout_range": f"{outcome.window.holdout_start}...{outcome.window.holdout_end}",
-        "training_id": outcome.training_id,
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
-        "resumed_from_epoch": result.resumed_from if result.resumed_from is not None else -1,
-        "device": result.device,
-        "samples_per_second": result.samples_per_second,
-        "loss_anomalies": dg.MetadataValue.json(result.anomalies),
-        "nan_recoveries": dg.MetadataValue.json(result.recoveries),
-        "lineage": dg.MetadataValue.md(lineage),
-        "reads_from_previous_round": "the champion in the registry: parent of this version and the model to beat",
+def round_windows(
+    partitions: dg.TimeWindowPartitionsDefinition, keys: list[str]
+) -> list[RoundWindow]:
+    windows = [(key, partitions.time_window_for_partition_key(key)) for key in keys]
+    return [RoundWindow(key, span.start.date(), span.end.date()) for key, span in windows]
+
+
+class ModelCache:
+    """Each version loaded from the registry once per run; trained ones added as they come."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self._registry = registry
+        self._modules: dict[str, ForecastModule] = {}
+
+    def load(self, version: str) -> ForecastModule:
+        if version not in self._modules:
+            self._modules[version] = self._registry.load(version)
+        return self._modules[version]
+
+    def add(self, version: str, module: ForecastModule) -> None:
+        self._modules[version] = module
+
+
+def round_metadata(record: RoundRecord) -> dict[str, object]:
+    """A round's own figures, numeric where the UI plots them across rounds."""
+    figures: dict[str, object] = {
+        "champion_version": int(record.champion),
+        "challenger_version": int(record.challenger),
+        "promoted": record.promoted,
+        "decision": record.decision,
+        "cutoff": record.cutoff.isoformat(),
+        "shadow_days": record.shadow_days,
+        "trained": record.trained,
+        "duplicate_of": record.duplicate_of or "none",
+        "training_range": f"{record.train_first}...{record.train_last}",
+        "train_rows": record.train_rows,
+        "epochs_run": record.epochs_run,
+        "warm_start_from": record.warm_start_from or "cold start",
     }
-    for name, value in holdout["model"].items():
-        metadata[f"holdout_{name}"] = value
-        metadata[f"holdout_naive_{name}"] = holdout["naive"][name]
-    for name in ("rmse", "mae", "theil_u2"):
-        metadata[f"validation_{name}"] = validation["model"][name]
-    return metadata
+    for name in ("shadow_champion_rmse", "shadow_challenger_rmse", "dm_statistic", "dm_p_value"):
+        value = getattr(record, name)
+        if value is not None:
+            figures[name] = float(value)
+    return figures
+
+
+def _check_first(
+    windows: list[RoundWindow], previous: RoundRecord | None, first_key: str | None
+) -> None:
+    if previous is None and windows[0].key != first_key:
+        raise RoundError(
+            f"round {windows[0].key} reads the round before it, which is not materialized: "
+            f"materialize the rounds from {first_key} on first (a backfill of rounds)"
+        )
 
 
 def build_training_assets(settings: Settings) -> list[dg.AssetsDefinition]:
-    config = settings.training
+    config, rounds = settings.training, settings.rounds
+    partitions = round_partitions(settings)
+    history = dg.TimeWindowPartitionMapping(
+        start_offset=-rounds_covering(config.window_days, settings),
+        end_offset=0,
+        allow_nonexistent_upstream_partitions=True,
+    )
 
     @dg.asset(
         key=MODEL_KEY,
         group_name="models",
         description=(
-            f"Trains a {config.model.kind} forecaster of {config.labels} on the last "
-            f"{config.window_days} days of features before a {config.holdout_days}-day holdout, logs it "
-            "to MLflow, registers a version (alias challenger) and moves champion to it when it beats "
-            "the current champion on the same holdout. Resumes from its checkpoints when re-executed."
+            f"One training round ({rounds.cadence}) of the walk-forward. First the round's champion: "
+            "the previous round's challenger replaces the champion when it beat it on the previous "
+            "round's shadow days (both out of sample) by promotion.min_improvement and a one-sided "
+            f"Diebold-Mariano test. Then the round's challenger: a {config.model.kind} trained on the "
+            f"last {config.window_days} days of rows whose label was known before the round's "
+            "cutoff, warm-started from the champion, logged to MLflow and registered (once: the same "
+            "data and config find the existing version). Reads its previous round's record."
         ),
-        deps=[FEATURES_KEY, LABELS_KEY],
+        ins={
+            "features": dg.AssetIn(FEATURES_KEY, partition_mapping=history),
+            "labels": dg.AssetIn(LABELS_KEY, partition_mapping=history),
+            "previous": dg.AssetIn(
+                MODEL_KEY,
+                partition_mapping=dg.TimeWindowPartitionMapping(
+                    start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+                ),
+                metadata={READ_EXISTING_ONLY: True},
+            ),
+        },
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"pytorch", "mlflow"},
         retry_policy=dg.RetryPolicy(max_retries=1),
     )
     def forecast_model(
         context: dg.AssetExecutionContext,
-        partition_store: PartitionStoreResource,
+        features: pl.DataFrame,
+        labels: pl.DataFrame,
+        previous: pl.DataFrame,
         registry: RegistryResource,
-        sql_store: SqlStoreResource,
-    ) -> dg.MaterializeResult:
+    ) -> dg.Output[pl.DataFrame]:
         tags = context.run.tags
-        drifted = [f for f in tags.get(DRIFTED_FEATURES_TAG, "").split(",") if f]
         model_registry = registry.get()
-        outcome = run_training(
-            config=config,
-            store=partition_store.get(),
+        cache = ModelCache(model_registry)
+        windows = round_windows(partitions, list(context.partition_keys))
+        record = previous_record(previous, windows[0])
+        _check_first(windows, record, partitions.get_first_partition_key())
+        live = tags.get(CUTOFF_TAG) == LIVE_CUTOFF
+        round_context = RoundContext(
+            training=config,
+            rounds=rounds,
             registry=model_registry,
-            metrics=sql_store.metrics(),
             checkpoints_root=checkpoints_root(),
+            load=cache.load,
             trigger=tags.get(TRIGGER_TAG, "manual"),
             run_id=context.run.run_id,
-            drifted_features=drifted,
+            drifted_features=tuple(f for f in tags.get(DRIFTED_FEATURES_TAG, "").split(",") if f),
             log=context.log.info,
         )
-        lineage = lineage_markdown(model_registry.versions(), outcome.version)
-        return dg.MaterializeResult(metadata=_metadata(outcome, lineage))
+        records = []
+        for window in windows:
+            cutoff = live_cutoff(labels, window) if live and window == windows[-1] else window.start
+            outcome = run_round(round_context, window, record, features, labels, cutoff)
+            record = outcome.record
+            cache.add(record.challenger, outcome.challenger_module)
+            records.append(record)
+            _observe(context, record)
+        frame = pl.concat([r.to_frame() for r in records])
+        return dg.Output(frame, metadata=_run_metadata(records, model_registry))
 
     return [forecast_model]
+
+
+def _observe(context: dg.AssetExecutionContext, record: RoundRecord) -> None:
+    """Each round's own figures on its own partition (a range run's output metadata is shared
+    by all its partitions, dagster-io/dagster#18123), so the UI plots them over rounds."""
+    context.log_event(
+        dg.AssetObservation(
+            asset_key=MODEL_KEY,
+            partition=record.round,
+            metadata=round_metadata(record),  # type: ignore[arg-type]
+        )
+    )
+
+
+def _run_metadata(records: list[RoundRecord], registry: ModelRegistry) -> dict[str, Any]:
+    last = records[-1]
+    return {
+        "rounds": len(records),
+        "rounds_range": f"{records[0].round}...{last.round}",
+        "promotions": sum(r.promoted for r in records),
+        "new_versions": sum(r.trained for r in records),
+        "latest_champion": last.champion,
+        "latest_challenger": last.challenger,
+        "lineage": dg.MetadataValue.md(lineage_markdown(registry.versions(), last.challenger)),
+        "reads_from_previous_round": "its own previous partition: champion, challenger, cutoff",
+    }
 
 
 def build_training_jobs(settings: Settings) -> tuple[list, list]:
     job = dg.define_asset_job(
         RETRAIN_JOB,
         selection=[MODEL_KEY],
-        description="Train, evaluate on the holdout, register, promote, store metrics.",
+        partitions_def=round_partitions(settings),
+        description="Training rounds: decide each round's champion, train its challenger.",
     )
-    schedule = dg.ScheduleDefinition(
-        name="retrain_schedule",
-        job=job,
-        cron_schedule=settings.training.schedule,
-        execution_timezone=settings.partitions.timezone,
+    schedule = dg.build_schedule_from_partitioned_job(
+        job,
+        name="round_schedule",
         tags={TRIGGER_TAG: "schedule"},
         default_status=dg.DefaultScheduleStatus.STOPPED,
-        description="The plan's daily training DAG as a schedule (stopped until you start it).",
     )
     return [job], [schedule]
-
-
-def trained_through(tags: dict[str, str]) -> date | None:
-    """The last training day of a model version, from its partition_range tag."""
-    span = tags.get("partition_range", "")
-    return date.fromisoformat(span.split("...")[1]) if "..." in span else None

@@ -51,11 +51,10 @@ import polars as pl
 from arch import arch_model
 from arch.univariate.base import ARCHModelResult
 from arch.utility.exceptions import ConvergenceWarning
-from pydantic import Field, model_validator
 from scipy.signal import lfilter
 from scipy.special import gammaln
 
-from pulse_assets.config import StrictModel
+from pulse_assets.config import BaselineSettings
 from pulse_assets.errors import PulseError
 
 DATE_COLUMN = "date"
@@ -86,28 +85,6 @@ class Baseline(StrEnum):
     TRAILING_MEAN = "trailing_mean"
     EWMA = "ewma"
     GARCH = "garch"
-
-
-class BaselineSettings(StrictModel):
-    """How the baselines are fitted; the defaults are the field's usual choices."""
-
-    trailing_days: int = Field(default=20, ge=1, description="k of the trailing mean of |r|")
-    ewma_lambda: float = Field(default=0.94, gt=0.0, lt=1.0, description="RiskMetrics decay")
-    min_fit_rows: int = Field(
-        default=20, ge=2, description="fewer returns before the cutoff: no baseline, an error"
-    )
-    garch_min_fit_rows: int = Field(
-        default=250, ge=10, description="fewer returns before the cutoff: GARCH falls back"
-    )
-
-    @model_validator(mode="after")
-    def _trailing_window_fits(self) -> BaselineSettings:
-        if self.min_fit_rows < self.trailing_days:
-            raise ValueError(
-                f"min_fit_rows ({self.min_fit_rows}) must be at least trailing_days "
-                f"({self.trailing_days}), so the first forecast of a round has a full window"
-            )
-        return self
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,24 @@
-"""Forecast each day of a window as the model would have on that day, next to what happened.
+"""Forecast each day of a round as the platform would have on that day, next to what happened.
 
-Day t's forecast reads feature rows dated at or before t only (for a recurrent model, the
-``lookback_rows`` rows ending at t). The actual is the label of day t (the next trading day's
-value), null while that day is not ingested. The naive forecast is the label of the previous
-trading day: the latest realized value on day t. Active rules then adjust the forecast
+Day t's forecast is made by the version that was champion on day t, from feature rows dated
+at or before t (for a recurrent model, the ``lookback_rows`` rows ending at t). Beside it: the
+challenger's shadow forecast (the version trained for this round, out of sample too), and the
+field's standard baselines fitted on the returns known before the round (naive persistence,
+trailing mean, EWMA, GARCH). The actual is the label of day t (the next trading day's value),
+null while that day is not ingested. Active rules then adjust the champion's forecast
 (``adjusted_<label>``), reading that day's features only.
 """
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
 
+from pulse_assets.evaluation.baselines import FittedBaselines
 from pulse_assets.features.pipeline import LABEL_PREFIX
 from pulse_assets.metrics.regression import metrics_with_naive
 from pulse_assets.rules.language import Rule, apply_rules
@@ -21,58 +26,132 @@ from pulse_assets.training.dataset import TrainingDataError
 from pulse_assets.training.models import ForecastModule
 from pulse_assets.training.trainer import forecast
 
+RETURN_COLUMN = "log_return"
 
-def retrodict(
-    module: ForecastModule,
-    features: pl.DataFrame,
-    labels: pl.DataFrame,
-    feature_names: list[str],
-    label_names: list[str],
-    start: date,
-    end: date,
-    model_version: str,
-    trained_through: date | None,
-    rules: list[Rule] | None = None,
+
+def forecast_days(
+    module: ForecastModule, features: pl.DataFrame, first: date, end: date
 ) -> pl.DataFrame:
-    """One row per feature day in [start, end) with forecast, actual, error, naive and adjusted."""
-    missing = [c for c in feature_names if c not in features.columns]
+    """``date`` and ``forecast_<label>`` for the feature days ``first <= t < end``, each made
+    from rows dated at or before t only."""
+    missing = [c for c in module.feature_names if c not in features.columns]
     if missing:
         raise TrainingDataError(
-            f"model {model_version} needs feature column(s) {missing} that "
-            "daily_features no longer has; retrain the model"
+            f"the model needs feature column(s) {missing} that daily_features no longer has; "
+            "retrain it (materialize models/forecast_model for the latest round)"
         )
-    history = features.sort("date")
-    made = forecast(module, history.select(feature_names).to_numpy().astype(np.float32))
-    frame = (
-        history.select("date")
-        .slice(history.height - len(made))
-        .with_columns(
-            pl.Series(f"forecast_{name}", made[:, k].astype(np.float64))
-            for k, name in enumerate(label_names)
+    history = features.filter(pl.col("date") < end).sort("date")
+    matrix = history.select(module.feature_names).to_numpy().astype(np.float32)
+    made = forecast(module, matrix) if len(matrix) >= max(module.lookback_rows, 1) else None
+    if made is None:
+        return pl.DataFrame(
+            schema={"date": pl.Date, **{f"forecast_{n}": pl.Float64 for n in module.label_names}}
         )
+    frame = history.select("date").slice(history.height - len(made))
+    frame = frame.with_columns(
+        pl.Series(f"forecast_{name}", made[:, k].astype(np.float64))
+        for k, name in enumerate(module.label_names)
     )
-    known = labels.sort("date").select(
+    return frame.filter(pl.col("date") >= first)
+
+
+def abs_returns(labels: pl.DataFrame, label: str) -> pl.DataFrame:
+    """|r_t| known on day t: the label of the previous trading day (|log return| of t over
+    t-1), as the ``date``/``log_return`` frame the baselines read."""
+    return (
+        labels.sort("date")
+        .select("date", pl.col(LABEL_PREFIX + label).shift(1).alias(RETURN_COLUMN))
+        .drop_nulls()
+    )
+
+
+@dataclass(frozen=True)
+class Forecaster:
+    """A version in service on some days: who forecast them, and until when it trained."""
+
+    version: str
+    module: ForecastModule
+    cutoff: date
+
+
+VersionOfDay = Callable[[date], Forecaster | None]
+
+
+def _by_version(
+    days: Sequence[date], version_of: VersionOfDay, features: pl.DataFrame, label: str
+) -> pl.DataFrame:
+    """Forecasts of each day by the version in service on it: date, version, cutoff, forecast."""
+    groups: dict[str, tuple[Forecaster, list[date]]] = {}
+    for day in days:
+        serving = version_of(day)
+        if serving is not None:
+            groups.setdefault(serving.version, (serving, []))[1].append(day)
+    parts = [
+        forecast_days(serving.module, features, min(chosen), max(chosen) + timedelta(days=1))
+        .filter(pl.col("date").is_in(chosen))
+        .select(
+            "date",
+            pl.lit(serving.version).alias("version"),
+            pl.lit(serving.cutoff).alias("cutoff"),
+            pl.col(f"forecast_{label}").alias("forecast"),
+        )
+        for serving, chosen in groups.values()
+    ]
+    empty = pl.DataFrame(
+        schema={"date": pl.Date, "version": pl.String, "cutoff": pl.Date, "forecast": pl.Float64}
+    )
+    return pl.concat([empty, *parts]).sort("date")
+
+
+def retrodict_round(
+    features: pl.DataFrame,
+    labels: pl.DataFrame,
+    label: str,
+    days: tuple[date, date],
+    champion_of: VersionOfDay,
+    challenger_of: VersionOfDay,
+    baselines: FittedBaselines,
+) -> pl.DataFrame:
+    """One row per trading day ``days[0] <= t < days[1]``: the champion of the day's forecast
+    (``forecast_<label>``, ``model_version``), the challenger's shadow forecast
+    (``shadow_<label>``, ``challenger_version``), every baseline (``<baseline>_<label>``), the
+    actual and the errors. ``in_sample`` says whether day t was inside the forecasting
+    champion's training (before its cutoff); rows made this way are never in sample."""
+    start, end = days
+    spine = labels.filter(pl.col("date").is_between(start, end, closed="left")).sort("date")
+    dates = spine.get_column("date").to_list()
+    champion = _by_version(dates, champion_of, features, label)
+    shadow = _by_version(dates, challenger_of, features, label).select(
         "date",
-        *[pl.col(LABEL_PREFIX + n).alias(f"actual_{n}") for n in label_names],
-        *[pl.col(LABEL_PREFIX + n).shift(1).alias(f"naive_{n}") for n in label_names],
+        pl.col("version").alias("challenger_version"),
+        pl.col("forecast").alias(f"shadow_{label}"),
     )
-    frame = frame.join(known, on="date", how="left").filter(
+    returns = abs_returns(labels, label).filter(
         pl.col("date").is_between(start, end, closed="left")
     )
-    in_sample = pl.lit(False) if trained_through is None else pl.col("date") <= trained_through
-    frame = frame.with_columns(
-        *[
-            (pl.col(f"forecast_{n}") - pl.col(f"actual_{n}")).alias(f"error_{n}")
-            for n in label_names
-        ],
-        *[
-            (pl.col(f"naive_{n}") - pl.col(f"actual_{n}")).alias(f"naive_error_{n}")
-            for n in label_names
-        ],
-        pl.lit(model_version).alias("model_version"),
-        in_sample.alias("in_sample"),
+    standard = baselines.forecast(returns).rename(
+        lambda name: name if name == "date" else f"{name}_{label}"
     )
-    return with_rules(frame, history, label_names, rules or [])
+    actual = pl.col(f"actual_{label}")
+    return (
+        spine.select("date", pl.col(LABEL_PREFIX + label).alias(f"actual_{label}"))
+        .join(
+            champion.select(
+                "date",
+                pl.col("version").alias("model_version"),
+                pl.col("forecast").alias(f"forecast_{label}"),
+                (pl.col("date") < pl.col("cutoff")).alias("in_sample"),
+            ),
+            on="date",
+            how="inner",
+        )
+        .join(shadow, on="date", how="left")
+        .join(standard, on="date", how="left")
+        .with_columns(
+            (pl.col(f"forecast_{label}") - actual).alias(f"error_{label}"),
+            (pl.col(f"naive_{label}") - actual).alias(f"naive_error_{label}"),
+        )
+    )
 
 
 def with_rules(

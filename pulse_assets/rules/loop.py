@@ -48,16 +48,24 @@ def rule_frame(store: PartitionStore, champion_version: str, config: RulesConfig
         raise TrainingDataError(
             "no retrodiction partitions in the store: backfill evaluation/retrodiction first"
         )
-    last = date.fromisoformat(keys[-1])
-    first = (last - timedelta(days=config.window_days - 1)).isoformat()
-    windows = store.read_range(RETRODICTION_TABLE, first, last.isoformat())
-    windows = windows.filter((pl.col("model_version") == champion_version) & ~pl.col("in_sample"))
+    everything = store.read(RETRODICTION_TABLE, keys)
+    last = everything.get_column("date").max()
+    if not isinstance(last, date):
+        raise TrainingDataError("the retrodiction partitions hold no day: backfill them again")
+    first = last - timedelta(days=config.window_days - 1)
+    windows = everything.filter(
+        (pl.col("date") >= first)
+        & (pl.col("model_version") == champion_version)
+        & ~pl.col("in_sample")
+    )
     if windows.height == 0:
         raise TrainingDataError(
             f"no out-of-sample retrodiction windows of champion {champion_version} "
             f"between {first} and {last}: backfill evaluation/retrodiction for it"
         )
-    features = store.read_range(FEATURES_TABLE, first, last.isoformat())
+    features = store.read_range(
+        FEATURES_TABLE, str(windows.get_column("date").min()), last.isoformat()
+    )
     names = [c for c in feature_columns(features) if c not in windows.columns]
     return RuleData(
         windows.join(features.select("date", *names), on="date", how="left").sort("date"), names

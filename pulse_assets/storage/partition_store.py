@@ -95,7 +95,12 @@ class PartitionStore:
             ) from error
 
     def write_partitions(
-        self, table: str, frame: pl.DataFrame, keys: Sequence[str], key_column: str = "date"
+        self,
+        table: str,
+        frame: pl.DataFrame,
+        keys: Sequence[str],
+        key_column: str = "date",
+        keep_key_column: bool = True,
     ) -> dict[str, int]:
         """Split ``frame`` by ``key_column`` and replace every partition in ``keys``.
 
@@ -104,9 +109,10 @@ class PartitionStore:
         they would otherwise be silently dropped.
         """
         key_values = frame.get_column(key_column).cast(pl.String)
-        outside = frame.filter(~key_values.is_in(list(keys)))
+        outside = frame.filter((~key_values.is_in(list(keys))).fill_null(True))
         if outside.height:
-            stray = outside.get_column(key_column).cast(pl.String).unique().sort().to_list()[:5]
+            column = "date" if "date" in frame.columns else key_column
+            stray = outside.get_column(column).cast(pl.String).unique().sort().to_list()[:5]
             raise StoreError(
                 f"{outside.height} row(s) of {table} fall outside the partitions being written "
                 f"(first keys: {stray}); the asset must return rows of its own partitions only"
@@ -115,8 +121,9 @@ class PartitionStore:
             str(key[0]): part
             for key, part in frame.with_columns(key_values.alias("__key")).group_by("__key")
         }
+        dropped = ["__key"] if keep_key_column else ["__key", key_column]
         empty = frame.clear()
-        parts = {key: groups.get(key, empty).drop("__key", strict=False) for key in keys}
+        parts = {key: groups.get(key, empty).drop(dropped, strict=False) for key in keys}
         self.remove_stale_temps(table)
         with ThreadPoolExecutor(self._write_threads) as pool:
             list(pool.map(lambda item: self._write(table, *item), parts.items()))

@@ -43,6 +43,8 @@ alias_events = sa.Table(
     sa.Column("figures", sa.JSON, nullable=False),
     sa.Column("dagster_run_id", sa.String(64), nullable=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    # the simulated day the move takes effect on (a round's start when history is replayed)
+    sa.Column("as_of", sa.Date, nullable=True),
 )
 
 
@@ -122,7 +124,24 @@ def connect(url: str) -> sa.Engine:
     except sa.exc.SQLAlchemyError as error:
         raise StoreError(f"cannot open the SQL store at {url!r}: {error}") from error
     _upgrade_rules(engine, url)
+    _upgrade_alias_events(engine, url)
     return engine
+
+
+def _upgrade_alias_events(engine: sa.Engine, url: str) -> None:
+    """An alias audit made before ``as_of`` existed gets the column (empty for old moves)."""
+    if "as_of" in {c["name"] for c in sa.inspect(engine).get_columns("alias_events")}:
+        return
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("ALTER TABLE alias_events ADD COLUMN as_of DATE"))
+    except sa.exc.SQLAlchemyError as error:
+        if "as_of" in {c["name"] for c in sa.inspect(engine).get_columns("alias_events")}:
+            return
+        raise StoreError(
+            f"cannot add the as_of column to alias_events in the SQL store at {url!r}: {error}. "
+            "Check that the database user may ALTER the table"
+        ) from error
 
 
 # Which of several live rules with one fingerprint an upgrade keeps: the one furthest along

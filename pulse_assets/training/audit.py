@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +22,7 @@ class AliasEvent:
     figures: dict[str, Any]
     dagster_run_id: str | None
     at: datetime
+    as_of: date | None = None
 
 
 class AliasAudit:
@@ -39,6 +40,18 @@ class AliasAudit:
         with self.engine.connect() as connection:
             rows = connection.execute(query.order_by(alias_events.c.id)).mappings().all()
         return [AliasEvent(**{k: v for k, v in row.items() if k != "id"}) for row in rows]
+
+
+def holder_at(events: list[AliasEvent], alias: str, day: date) -> str | None:
+    """The version ``alias`` pointed at on simulated day ``day``: the latest move (by ``as_of``,
+    then by order of recording) that took effect on or before it. The one answer to "which
+    version was champion on day t"."""
+    moves = [
+        (event.as_of, order, event.to_version)
+        for order, event in enumerate(events)
+        if event.alias == alias and event.as_of is not None and event.as_of <= day
+    ]
+    return max(moves)[2] if moves else None
 
 
 def now() -> datetime:

@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
-from pulse_assets.errors import PulseError
+from pulse_assets.errors import NoChampionError, PulseError
 from pulse_assets.training.audit import AliasAudit, AliasEvent, now
 from pulse_assets.training.model_files import MODEL_FILES, ModelFileError, read_model, write_model
 from pulse_assets.training.models import ForecastModule
@@ -46,6 +47,68 @@ class ModelVersionInfo:
     run_id: str | None
     tags: dict[str, str]
     aliases: tuple[str, ...]
+
+
+class VersionTagError(PulseError):
+    """A model version lacks a tag every reader needs (it was made by an older release)."""
+
+
+@dataclass(frozen=True)
+class VersionTags:
+    """What a version was trained on, as typed values: the one place that writes and reads
+    these tags. ``cutoff`` is the first day the training could not see (the round's start
+    when history is replayed); ``train_first``..``train_last`` are its training rows' days."""
+
+    round: str
+    cutoff: date
+    train_first: date
+    train_last: date
+    training_id: str
+    trigger: str
+    parent_version: str | None = None
+    warm_start_from: str | None = None
+    data_versions: str = ""
+    dagster_run_id: str = ""
+    drifted_features: tuple[str, ...] = ()
+
+    def to_tags(self) -> dict[str, str]:
+        return {
+            "round": self.round,
+            "cutoff": self.cutoff.isoformat(),
+            "train_first": self.train_first.isoformat(),
+            "train_last": self.train_last.isoformat(),
+            "training_id": self.training_id,
+            "trigger": self.trigger,
+            "parent_version": self.parent_version or "",
+            "warm_start_from": self.warm_start_from or "",
+            "data_versions": self.data_versions,
+            "dagster_run_id": self.dagster_run_id,
+            "drifted_features": ",".join(self.drifted_features),
+        }
+
+    @classmethod
+    def of(cls, info: ModelVersionInfo) -> VersionTags:
+        tags = info.tags
+        needed = ("round", "cutoff", "train_first", "train_last", "training_id", "trigger")
+        missing = [name for name in needed if not tags.get(name)]
+        if missing:
+            raise VersionTagError(
+                f"model version {info.version} has no tag(s) {missing}: it was registered by an "
+                "older release; retrain (materialize models/forecast_model for a round)"
+            )
+        return cls(
+            round=tags["round"],
+            cutoff=date.fromisoformat(tags["cutoff"]),
+            train_first=date.fromisoformat(tags["train_first"]),
+            train_last=date.fromisoformat(tags["train_last"]),
+            training_id=tags["training_id"],
+            trigger=tags["trigger"],
+            parent_version=tags.get("parent_version") or None,
+            warm_start_from=tags.get("warm_start_from") or None,
+            data_versions=tags.get("data_versions", ""),
+            dagster_run_id=tags.get("dagster_run_id", ""),
+            drifted_features=tuple(f for f in tags.get("drifted_features", "").split(",") if f),
+        )
 
 
 @dataclass(frozen=True)
@@ -207,8 +270,10 @@ class ModelRegistry:
         reason: str,
         figures: dict[str, Any],
         run_id: str | None,
+        as_of: date | None = None,
     ) -> None:
-        """Point ``alias`` at ``version``; record who, when, why and the figures, twice."""
+        """Point ``alias`` at ``version``; record who, when, why, the figures and the simulated
+        day the move takes effect (``as_of``), twice: version tags and the audit table."""
         previous = self.alias(alias)
         self._call(
             "set alias",
@@ -220,6 +285,7 @@ class ModelRegistry:
             "at": at.isoformat(),
             "reason": reason,
             "figures": json.dumps(figures),
+            "as_of": as_of.isoformat() if as_of else "",
         }.items():
             self.client.set_model_version_tag(self.model_name, version, f"{alias}.{key}", value)
         self.audit.record(
@@ -233,6 +299,7 @@ class ModelRegistry:
                 figures=figures,
                 dagster_run_id=run_id,
                 at=at,
+                as_of=as_of,
             )
         )
 
@@ -274,6 +341,30 @@ class ModelRegistry:
                 )
             return read_model(Path(folder), where)
 
+    def log_report(self, name: str, metrics: dict[str, float], files: list[Path]) -> str:
+        """An MLflow run named ``name`` with ``metrics`` and ``files`` as artifacts (charts)."""
+        mlflow = self._mlflow
+        mlflow.set_tracking_uri(self.tracking_uri)
+        experiment_id = self.experiment_id()
+        finite = {k: v for k, v in metrics.items() if v == v and abs(v) != float("inf")}
+        with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
+            self._call("log report metrics", lambda: mlflow.log_metrics(finite))
+            for file in files:
+                self._call(f"log {file.name}", partial(mlflow.log_artifact, str(file)))
+            return str(run.info.run_id)
+
+    def with_training_id(self, training_id: str) -> ModelVersionInfo | None:
+        """The version registered from the same data and config, if any (oldest first)."""
+        found = self._call(
+            "search versions by training id",
+            lambda: self.client.search_model_versions(
+                f"name='{self.model_name}' and tags.training_id='{training_id}'"
+            ),
+        )
+        if not found:
+            return None
+        return self.version(str(min(int(v.version) for v in found)))
+
     def versions(self) -> list[ModelVersionInfo]:
         """Every version with its tags and aliases (search results carry no aliases: added here)."""
         found = self._call(
@@ -296,6 +387,17 @@ class ModelRegistry:
             for v in found
         ]
         return sorted(infos, key=lambda v: int(v.version))
+
+
+def require_champion(registry: ModelRegistry) -> ModelVersionInfo:
+    """The version with the alias champion now; NoChampionError when none has it yet."""
+    champion = registry.alias(CHAMPION)
+    if champion is None:
+        raise NoChampionError(
+            f"no version of {registry.model_name} has the alias champion yet: materialize "
+            "models/forecast_model for the first round (make demo runs the rounds)"
+        )
+    return champion
 
 
 def lineage(versions: list[ModelVersionInfo], version: str) -> dict[str, list[str]]:

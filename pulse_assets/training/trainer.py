@@ -222,10 +222,17 @@ def train(
     config: TrainingConfig,
     checkpoints: CheckpointStore,
     *,
+    warm_start: ForecastModule | None = None,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> TrainResult:
-    """Train, or resume the training whose checkpoints are in ``checkpoints``."""
+    """Train, or resume the training whose checkpoints are in ``checkpoints``.
+
+    ``warm_start`` (a model of the same architecture and names, see :func:`can_warm_start`)
+    is the starting point: its weights and its scalers, so training starts from exactly the
+    function it computes; otherwise the weights start at random and the scalers are fitted
+    on ``train_data``.
+    """
     device = resolve_device(config.device)
     opt = config.optimizer
     lookback = config.model.lookback_rows if config.model.kind != "mlp" else None
@@ -243,6 +250,11 @@ def train(
         train_data.feature_names,
         train_data.label_names,
     )
+    if warm_start is not None:
+        problem = cannot_warm_start(warm_start, config, train_data)
+        if problem:
+            raise TrainingError(f"cannot warm start: {problem}")
+        module.load_state_dict(warm_start.state_dict())
     module.to(device)
     run = _Run(module, config)
     x = torch.from_numpy(inputs).to(device)
@@ -328,6 +340,20 @@ def train(
         recoveries=recoveries,
         anomalies=[asdict(a) for a in monitor.anomalies],
     )
+
+
+def cannot_warm_start(
+    start: ForecastModule, config: TrainingConfig, data: Dataset
+) -> str | None:
+    """Why ``start`` cannot seed a training of ``config`` on ``data``, or None when it can."""
+    if start.architecture != config.model:
+        return f"the architecture changed ({start.architecture} -> {config.model})"
+    if start.feature_names != data.feature_names:
+        changed = sorted(set(start.feature_names) ^ set(data.feature_names))
+        return f"the feature columns changed ({changed or 'their order'})"
+    if start.label_names != data.label_names:
+        return f"the labels changed ({start.label_names} -> {data.label_names})"
+    return None
 
 
 def forecast(module: ForecastModule, features: np.ndarray) -> np.ndarray:

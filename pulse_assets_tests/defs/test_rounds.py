@@ -1,0 +1,130 @@
+"""The walk-forward through Dagster: rounds, the champion of the day, shadow challengers,
+baselines and the scoreboard, on a temporary instance over real data."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from pulse_assets.config import Settings
+from pulse_assets.definitions import build_assets, build_resources
+from pulse_assets.defs.evaluation import RETRODICTION_KEY, SCOREBOARD_KEY
+from pulse_assets.defs.partitions import range_tags
+from pulse_assets.defs.training import MODEL_KEY
+from pulse_assets.storage import PartitionStore
+from pulse_assets.training.audit import holder_at
+from pulse_assets.training.registry import CHAMPION, VersionTags
+
+ROUNDS = ["2016-07-01", "2016-08-01", "2016-09-01", "2016-10-01", "2016-11-01", "2016-12-01"]
+LABEL = "sp500_abs_return_next"
+
+
+@pytest.fixture(scope="module")
+def walked(trained_world, tmp_path_factory):
+    """Six monthly rounds, their retrodiction and the scoreboard, each as one run."""
+    tmp = tmp_path_factory.mktemp("rounds")
+    shutil.copytree(trained_world["settings"].store.root, tmp / "store")
+    raw = trained_world["raw"] | {
+        "store": {"root": str(tmp / "store")},
+        "sql": {"url": f"sqlite:///{tmp / 'pulse.db'}"},
+    }
+    raw["training"] = raw["training"] | {
+        "model": {"kind": "mlp", "hidden_sizes": [8], "dropout": 0.0},
+        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "retries": 0},
+    }
+    settings = Settings.model_validate(raw)
+    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
+        patch.setenv("PULSE_HOME", str(tmp / "pulse_home"))
+        runs = {
+            key: dg.materialize(
+                build_assets(settings),
+                selection=[key],
+                resources=build_resources(settings),
+                instance=instance,
+                tags=range_tags(ROUNDS[0], ROUNDS[-1]) if key != SCOREBOARD_KEY else {},
+            )
+            for key in (MODEL_KEY, RETRODICTION_KEY, SCOREBOARD_KEY)
+        }
+        yield {"settings": settings, "instance": instance, "runs": runs, "tmp": tmp}
+
+
+def stored(walked, table: str) -> pl.DataFrame:
+    return PartitionStore(walked["settings"].store.root).read(table, ROUNDS)
+
+
+def test_each_round_trains_on_labels_known_before_its_start(walked):
+    records = stored(walked, "models/forecast_model").sort("start")
+    assert records.get_column("round").to_list() == ROUNDS
+    registry = build_resources(walked["settings"])["registry"].get()
+    for row in records.iter_rows(named=True):
+        tags = VersionTags.of(registry.version(row["challenger"]))
+        assert tags.cutoff == row["start"] == date.fromisoformat(row["round"])
+        # the last training day's label resolves on the next trading day: before the cutoff
+        assert tags.train_last < row["start"], row
+    assert records.get_column("challenger").n_unique() == len(ROUNDS)
+    assert records.item(0, "decision") == "first model: no champion to beat"
+
+
+def test_the_champion_of_each_day_forecast_it_out_of_sample(walked):
+    frame = stored(walked, "evaluation/retrodiction")
+    assert frame.height > 100
+    assert not frame.get_column("in_sample").any()
+    registry = build_resources(walked["settings"])["registry"].get()
+    history = registry.audit.history(registry.model_name)
+    for row in frame.sample(20, seed=1).iter_rows(named=True):
+        assert row["model_version"] == holder_at(history, CHAMPION, row["date"])
+        cutoff = VersionTags.of(registry.version(row["model_version"])).cutoff
+        assert cutoff <= row["date"]
+    records = stored(walked, "models/forecast_model")
+    by_round = dict(zip(records["round"], records["champion"], strict=True))
+    assert (frame.get_column("model_version") == frame.get_column("round").replace(by_round)).all()
+
+
+def test_shadow_forecasts_come_from_the_round_challenger(walked):
+    frame = stored(walked, "evaluation/retrodiction")
+    records = stored(walked, "models/forecast_model")
+    later = frame.filter(pl.col("round") != ROUNDS[0])
+    challengers = dict(zip(records["round"], records["challenger"], strict=True))
+    shadowed = later.drop_nulls("challenger_version")
+    assert shadowed.height > 0
+    assert (
+        shadowed.get_column("challenger_version")
+        == shadowed.get_column("round").replace(challengers)
+    ).all()
+    for column in ("naive", "trailing_mean", "ewma", "garch"):
+        assert frame.get_column(f"{column}_{LABEL}").null_count() == 0, column
+
+
+def test_the_scoreboard_compares_the_champion_with_every_baseline(walked):
+    run = walked["runs"][SCOREBOARD_KEY]
+    assert run.success
+    table = run.output_for_node("evaluation__scoreboard")
+    forecasters = set(table.get_column("forecaster"))
+    assert {"champion", "naive", "trailing_mean", "ewma", "garch"} <= forecasters
+    baselines = table.filter(pl.col("forecaster") != "champion").drop_nulls("champion_dm_p_value")
+    assert baselines.height == 4
+    meta = run.asset_materializations_for_node("evaluation__scoreboard")[0].metadata
+    assert "DM p = " in meta["verdict"].value
+    assert meta["chart"].value.startswith("![scoreboard](data:image/png;base64,")
+
+
+def test_re_running_a_round_registers_nothing_new(walked):
+    settings, instance = walked["settings"], walked["instance"]
+    registry = build_resources(settings)["registry"].get()
+    before = [v.version for v in registry.versions()]
+    again = dg.materialize(
+        build_assets(settings),
+        selection=[MODEL_KEY],
+        resources=build_resources(settings),
+        instance=instance,
+        partition_key=ROUNDS[2],
+    )
+    assert again.success
+    assert [v.version for v in registry.versions()] == before
+    record = again.output_for_node("models__forecast_model")
+    assert record.item(0, "trained") is False
+    assert record.item(0, "duplicate_of") == record.item(0, "challenger")
