@@ -26,16 +26,19 @@ from pulse_assets.config import Settings
 from pulse_assets.definitions import build_definitions, build_resources
 from pulse_assets.defs.run_health import DEAD_RUN_SENSOR, linux_process, process_gone
 from pulse_assets.defs.training import MODEL_KEY
-from pulse_assets.metrics.store import MetricsStore
-from pulse_assets.storage import PartitionStore
-from pulse_assets.storage.sql import connect
-from pulse_assets.training.audit import AliasAudit
-from pulse_assets.training.orchestrator import run_training, training_data
-from pulse_assets.training.registry import ModelRegistry
-from pulse_assets_tests.training.dagster_worker import IN_PROCESS, SETTINGS_ENV, retrain_job
+from pulse_assets.training.registry import VersionTags
+from pulse_assets.training.rounds import round_data
+from pulse_assets_tests.training.conftest import month, round_world_at
+from pulse_assets_tests.training.dagster_worker import (
+    IN_PROCESS,
+    PARTITION_TAG,
+    SETTINGS_ENV,
+    retrain_job,
+)
 
 SEED = 424242
 EPOCHS = 5
+ROUND = "2016-07-01"  # the first round: it reads no previous round
 
 
 def resumable_config(raw: dict[str, Any], tmp: Path) -> dict[str, Any]:
@@ -63,6 +66,8 @@ def held_dagster_run(tmp: Path, hold_at_step: int) -> Iterator[subprocess.Popen]
                 str(progress),
                 "--hold-at-step",
                 str(hold_at_step),
+                "--round",
+                ROUND,
             ],
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -88,29 +93,24 @@ def tick(settings: Settings, instance: dg.DagsterInstance) -> str:
     return str(result.skip_message)
 
 
-def uninterrupted_weights(settings: Settings, tmp: Path) -> dict[str, torch.Tensor]:
-    """The same config and data trained in one go, through the domain code and the registry."""
+def uninterrupted_weights(settings: Settings, tmp: Path) -> tuple[str, dict[str, torch.Tensor]]:
+    """The same round trained in one go through the domain code: its training id and weights."""
     tmp.mkdir()
-    engine = connect(f"sqlite:///{tmp / 'pulse.db'}")
-    registry = ModelRegistry(
-        f"sqlite:///{tmp / 'mlflow.db'}",
-        "uninterrupted",
-        "uninterrupted",
-        (tmp / "artifacts").as_uri(),
-        AliasAudit(engine),
-        retries=0,
-    )
-    outcome = run_training(
-        config=settings.training,
-        store=PartitionStore(settings.store.root),
-        registry=registry,
-        metrics=MetricsStore(engine),
-        checkpoints_root=tmp / "checkpoints",
-        trigger="manual",
-        run_id=None,
-    )
-    assert outcome.result.resumed_from is None
-    return registry.load(outcome.version).state_dict()
+    outcome = round_world_at(settings, tmp).run(ROUND, None)
+    assert outcome.result is not None and outcome.result.resumed_from is None
+    return outcome.record.training_id, outcome.challenger_module.state_dict()
+
+
+def round_observation(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
+    """The metadata of the round's own observation in run ``run_id``."""
+    [event] = [
+        record.dagster_event
+        for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION)
+        if record.dagster_event is not None
+    ]
+    observation = event.asset_observation_data.asset_observation
+    assert observation.partition == ROUND
+    return {k: v.value for k, v in observation.metadata.items()}
 
 
 def test_a_killed_training_run_fails_then_reexecution_resumes_to_identical_weights(
@@ -126,8 +126,11 @@ def test_a_killed_training_run_fails_then_reexecution_resumes_to_identical_weigh
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
     monkeypatch.setenv(SETTINGS_ENV, str(settings_file))
 
-    prepared = training_data(settings.training, PartitionStore(settings.store.root))
-    windows = len(prepared.fit) - settings.training.model.lookback_rows + 1
+    world = round_world_at(settings, tmp_path)
+    data = round_data(
+        world.features, world.labels, settings.training, settings.rounds, month(ROUND).start
+    )
+    windows = len(data.fit) - settings.training.model.lookback_rows + 1
     batches = math.ceil(windows / settings.training.optimizer.batch_size)
     rng = random.Random(SEED)
     epoch, batch = rng.randint(2, EPOCHS - 1), rng.randint(1, batches - 1)
@@ -150,7 +153,6 @@ def test_a_killed_training_run_fails_then_reexecution_resumes_to_identical_weigh
         assert tick(settings, instance) == "every STARTED run still has its process"
 
         [folder] = (home / "checkpoints").iterdir()
-        assert folder.name == prepared.identity
         epochs = sorted(int(p.stem.split("-")[1]) for p in folder.glob("epoch-*.pt"))
         assert epochs[-1] == epoch - 1, f"{where}: checkpoints {epochs}"
 
@@ -159,18 +161,28 @@ def test_a_killed_training_run_fails_then_reexecution_resumes_to_identical_weigh
             instance,
             run_config=IN_PROCESS,
             reexecution_options=dg.ReexecutionOptions.from_failure(run.run_id, instance),
+            # execute_job does not copy the parent's tags (the UI's re-execution does): the
+            # round partition has to be named again, as the UI would carry it.
+            tags={PARTITION_TAG: failed.tags[PARTITION_TAG]},
         )
         assert result.success, where
-        assert instance.get_run_by_id(result.run_id).parent_run_id == run.run_id
+        rerun = instance.get_run_by_id(result.run_id)
+        assert rerun.parent_run_id == run.run_id and rerun.tags[PARTITION_TAG] == ROUND
         event = instance.get_latest_materialization_event(MODEL_KEY)
-        meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-    assert meta["training_id"] == folder.name, where
-    assert meta["resumed_from_epoch"] == epoch - 1, where
-    assert meta["epochs_run"] == EPOCHS, where
+        assert event.asset_materialization.partition == ROUND
+        meta = round_observation(instance, result.run_id)
+        resumed_at = f"resuming training from checkpoint epoch {epoch - 1} in {folder}"
+        messages = [record.user_message for record in instance.all_logs(result.run_id)]
+        assert any(resumed_at in message for message in messages), where
+    assert meta["epochs_run"] == EPOCHS and meta["trained"] is True, where
+    assert meta["warm_start_from"] == "cold start" and meta["challenger_version"] == 1, where
 
     registry = build_resources(settings)["registry"].get()
-    resumed = registry.load(str(meta["model_version"])).state_dict()
-    whole = uninterrupted_weights(settings, tmp_path / "uninterrupted")
+    [version] = registry.versions()
+    assert VersionTags.of(version).training_id == folder.name, where
+    resumed = registry.load(version.version).state_dict()
+    identity, whole = uninterrupted_weights(settings, tmp_path / "uninterrupted")
+    assert identity == folder.name, where
     assert resumed.keys() == whole.keys()
     differing = [k for k in whole if not torch.equal(resumed[k], whole[k])]
     assert not differing, f"{where}: {differing} differ from the uninterrupted training"

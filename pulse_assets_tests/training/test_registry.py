@@ -3,6 +3,7 @@
 import pickle
 import socket
 import sys
+from datetime import date
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -10,14 +11,10 @@ import mlflow
 import pytest
 import torch
 
-from pulse_assets.config import Settings
-from pulse_assets.metrics.store import MetricsStore
-from pulse_assets.storage import PartitionStore
 from pulse_assets.storage.sql import connect
 from pulse_assets.training.audit import AliasAudit
 from pulse_assets.training.dataset import TrainingDataError
 from pulse_assets.training.model_files import WEIGHTS_FILE, ModelFileError
-from pulse_assets.training.orchestrator import run_training
 from pulse_assets.training.promotion import decide
 from pulse_assets.training.registry import (
     CHALLENGER,
@@ -25,9 +22,11 @@ from pulse_assets.training.registry import (
     ModelRegistry,
     ModelVersionInfo,
     TrackingError,
+    VersionTags,
     lineage,
     lineage_markdown,
 )
+from pulse_assets_tests.training.conftest import RoundWorld
 from pulse_assets_tests.training.payload import Payload, is_live
 
 UNPICKLED: list[str] = []
@@ -42,113 +41,88 @@ def _record_unpickling(event: str, args: tuple) -> None:
 sys.addaudithook(_record_unpickling)
 
 
-@pytest.fixture
-def world(trained_world, tmp_path):
-    settings: Settings = trained_world["settings"]
-    engine = connect(f"sqlite:///{tmp_path / 'pulse.db'}")
-    registry = ModelRegistry(
-        f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "forecast_test",
-        "exp-test",
-        (tmp_path / "artifacts").as_uri(),
-        AliasAudit(engine),
-        retries=0,
-    )
-    return settings, registry, MetricsStore(engine), tmp_path
-
-
-def one_round(settings, registry, metrics, tmp_path, config=None, trigger="manual", drifted=None):
-    return run_training(
-        config=config or settings.training,
-        store=PartitionStore(settings.store.root),
-        registry=registry,
-        metrics=metrics,
-        checkpoints_root=tmp_path / "ck",
-        trigger=trigger,
-        run_id="run-1",
-        drifted_features=drifted,
-        log=lambda m: None,
-    )
-
-
-def test_rounds_register_versions_with_aliases_tags_lineage_and_audit(world):
-    settings, registry, metrics, tmp_path = world
-    first = one_round(settings, registry, metrics, tmp_path)
-    assert first.version == "1" and first.decision.promote
+def test_rounds_register_versions_with_aliases_tags_lineage_and_audit(round_world: RoundWorld):
+    world, registry = round_world, round_world.registry
+    first = world.run("2016-07-01", None)
+    assert first.record.challenger == "1" and first.record.champion == "1"
+    assert first.record.decision == "first model: no champion to beat"
     assert registry.alias(CHAMPION).version == "1" and registry.alias(CHALLENGER).version == "1"
 
-    strict = settings.training.model_copy(
-        update={
-            "promotion": settings.training.promotion.model_copy(update={"min_improvement": 0.99}),
-            "optimizer": settings.training.optimizer.model_copy(update={"seed": 11}),
-        }
-    )
-    second = one_round(
-        settings,
-        registry,
-        metrics,
-        tmp_path,
-        config=strict,
-        trigger="drift",
-        drifted=["sp500_volume_z"],
-    )
-    assert second.version == "2" and second.parent_version == "1"
-    assert not second.decision.promote and "does not beat champion" in second.decision.reason
-    assert registry.alias(CHAMPION).version == "1" and registry.alias(CHALLENGER).version == "2"
+    drift = world.context(trigger="drift", drifted_features=("sp500_volume_z",))
+    second = world.run("2016-08-01", first.record, drift)
+    assert second.record.challenger == "2" and second.record.champion == "1"
+    assert second.record.warm_start_from == "1" and second.record.trained
 
-    tags = registry.version("2").tags
-    assert tags["parent_version"] == "1" and tags["trigger"] == "drift"
-    assert tags["drifted_features"] == "sp500_volume_z" and tags["dagster_run_id"] == "run-1"
-    assert tags["partition_range"] == second.window.partition_range()
-    assert "features/daily_features=" in tags["data_versions"]
-    assert tags["challenger.by"] == "pulse-assets (drift)" and "figures" in "".join(tags)
+    promotion = world.settings.training.promotion.model_copy(update={"min_improvement": 0.99})
+    strict = world.settings.training.model_copy(update={"promotion": promotion})
+    third = world.run("2016-09-01", second.record, world.context(training=strict))
+    assert third.record.challenger == "3" and third.record.champion == "1"
+    assert not third.record.promoted and third.record.shadow_days >= 5
+    assert "not promoted" in third.record.decision
+    assert "does not beat champion" in third.record.decision
+    assert registry.alias(CHAMPION).version == "1" and registry.alias(CHALLENGER).version == "3"
+
+    tags = VersionTags.of(registry.version("2"))
+    assert tags.parent_version == "1" and tags.warm_start_from == "1"
+    assert tags.trigger == "drift" and tags.drifted_features == ("sp500_volume_z",)
+    assert tags.round == "2016-08-01" and tags.cutoff == date(2016, 8, 1)
+    assert tags.train_last < date(2016, 8, 1) and tags.dagster_run_id == "run-1"
+    assert tags.training_id == second.record.training_id and tags.data_versions
+    raw = registry.version("2").tags
+    assert (
+        raw["challenger.by"] == "pulse-assets (drift)" and raw["challenger.as_of"] == "2016-08-01"
+    )
 
     events = registry.audit.history("forecast_test")
-    assert [(e.alias, e.from_version, e.to_version) for e in events] == [
-        (CHALLENGER, None, "1"),
-        (CHAMPION, None, "1"),
-        (CHALLENGER, "1", "2"),
+    assert [(e.alias, e.from_version, e.to_version, e.as_of) for e in events] == [
+        (CHAMPION, None, "1", date(2016, 7, 1)),
+        (CHALLENGER, None, "1", date(2016, 7, 1)),
+        (CHAMPION, "1", "1", date(2016, 8, 1)),
+        (CHALLENGER, "1", "2", date(2016, 8, 1)),
+        (CHAMPION, "1", "1", date(2016, 9, 1)),
+        (CHALLENGER, "2", "3", date(2016, 9, 1)),
     ]
-    assert events[1].reason == "first model: no champion to beat"
-    assert events[2].figures["champion"] == pytest.approx(
-        second.champion_holdout["sp500_abs_return_next"]["model"]["rmse"]
+    assert events[0].reason == "first model: no champion to beat"
+    assert events[4].reason == third.record.decision
+    assert events[4].figures["challenger_rmse"] == pytest.approx(
+        third.record.shadow_challenger_rmse
     )
+    assert events[4].figures["shadow_days"] == third.record.shadow_days
 
     assert lineage(registry.versions(), "2") == {"ancestors": ["1"], "descendants": []}
+    assert lineage(registry.versions(), "1") == {"ancestors": [], "descendants": ["2", "3"]}
     assert "| 1 | ancestor | manual | champion |" in lineage_markdown(registry.versions(), "2")
 
     run = registry.client.get_run(registry.version("2").run_id)
-    assert run.data.params["model.kind"] == "gru"
+    assert run.data.params["model.kind"] == "gru" and run.data.params["round"] == "2016-08-01"
+    assert run.data.params["epochs"] == str(world.settings.rounds.warm_start_epochs)
     history = registry.client.get_metric_history(run.info.run_id, "val_loss")
     assert [m.step for m in history] == [r.epoch for r in second.result.history]
     assert run.inputs.dataset_inputs[0].dataset.name.startswith("daily_features[")
     loaded = registry.load("2")
-    assert loaded.feature_names == second.result.module.feature_names
-    trained, stored = second.result.module.state_dict(), loaded.state_dict()
+    assert loaded.feature_names == second.challenger_module.feature_names
+    trained, stored = second.challenger_module.state_dict(), loaded.state_dict()
     assert trained.keys() == stored.keys()
     assert all(torch.equal(trained[k], stored[k]) for k in trained)
 
     [listed] = registry.client.search_model_versions("name='forecast_test' and version_number=2")
     assert listed.source == f"{run.info.artifact_uri}/model" and listed.run_id == run.info.run_id
-    assert listed.tags["training_id"] == second.training_id and listed.status == "READY"
+    assert listed.tags["training_id"] == second.record.training_id and listed.status == "READY"
     aliases = registry.client.get_registered_model("forecast_test").aliases
     assert {alias: str(number) for alias, number in aliases.items()} == {
         CHAMPION: "1",
-        CHALLENGER: "2",
+        CHALLENGER: "3",
     }
     files = {f.path for f in registry.client.list_artifacts(run.info.run_id, "model")}
     assert files == {"model/model.json", "model/weights.safetensors"}
 
-    stored = metrics.history("forecast_test", "2", "holdout")
-    assert {r.metric for r in stored} >= {"rmse", "mae", "theil_u2"}
 
-
-def test_a_failed_training_never_moves_champion(world):
-    settings, registry, metrics, tmp_path = world
-    one_round(settings, registry, metrics, tmp_path)
-    impossible = settings.training.model_copy(update={"min_rows": 100_000})
+def test_a_failed_training_never_moves_champion(round_world: RoundWorld):
+    first = round_world.run("2016-07-01", None)
+    impossible = round_world.settings.training.model_copy(update={"min_rows": 100_000})
     with pytest.raises(TrainingDataError, match="too few rows to train"):
-        one_round(settings, registry, metrics, tmp_path, config=impossible)
+        round_world.run("2016-08-01", first.record, round_world.context(training=impossible))
+    registry = round_world.registry
     assert registry.alias(CHAMPION).version == "1"
     assert len(registry.audit.history("forecast_test")) == 2
     assert [v.version for v in registry.versions()] == ["1"]
@@ -196,9 +170,9 @@ def source_folder(registry: ModelRegistry, version: str) -> Path:
     )
 
 
-def test_loading_a_version_unpickles_nothing(world, monkeypatch):
-    settings, registry, metrics, tmp_path = world
-    one_round(settings, registry, metrics, tmp_path)
+def test_loading_a_version_unpickles_nothing(round_world: RoundWorld, monkeypatch):
+    round_world.run("2016-07-01", None)
+    registry = round_world.registry
     RECORDING[0] = True
     try:
         pickle.loads(pickle.dumps(Path("x")))
@@ -216,10 +190,10 @@ def test_loading_a_version_unpickles_nothing(world, monkeypatch):
     assert UNPICKLED == [] and module.label_names == ("sp500_abs_return_next",)
 
 
-def test_a_pickle_planted_in_the_artifact_store_is_refused_not_run(world):
-    settings, registry, metrics, tmp_path = world
-    one_round(settings, registry, metrics, tmp_path)
-    marker = tmp_path / "marker"
+def test_a_pickle_planted_in_the_artifact_store_is_refused_not_run(round_world: RoundWorld):
+    round_world.run("2016-07-01", None)
+    registry = round_world.registry
+    marker = round_world.tmp / "marker"
     weights = source_folder(registry, "1") / WEIGHTS_FILE
     weights.write_bytes(pickle.dumps(Payload(marker)))
     assert is_live(weights, marker, "pickle"), "the payload is not live"
@@ -231,9 +205,9 @@ def test_a_pickle_planted_in_the_artifact_store_is_refused_not_run(world):
     assert not marker.exists()
 
 
-def test_a_version_in_the_old_pickled_format_is_refused_not_run(world):
+def test_a_version_in_the_old_pickled_format_is_refused_not_run(round_world: RoundWorld):
     """What ``mlflow.pytorch.log_model(serialization_format="pickle")`` wrote, with a payload."""
-    _, registry, _, tmp_path = world
+    registry, tmp_path = round_world.registry, round_world.tmp
     marker, old = tmp_path / "marker", tmp_path / "old_format"
     (old / "data").mkdir(parents=True)
     (old / "MLmodel").write_text("flavors:\n  pytorch:\n    model_data: data\n")
