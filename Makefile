@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/store_bench.py
 	$(BIN)/python bench/features_bench.py
 	$(BIN)/python bench/backfill_bench.py
+	$(BIN)/python bench/walk_forward_bench.py
 	$(BIN)/python bench/drift_bench.py
 	$(BIN)/python bench/training_bench.py
 	$(BIN)/python bench/rules_bench.py

@@ -1,6 +1,8 @@
-"""End to end: `dagster dev` (webserver and daemon) runs a 44-window retrodiction backfill that
-is launched, watched and inspected over GraphQL, as the UI does; the daemon's freshness
-evaluation reports a just-materialized asset healthy and one past its fail window degraded."""
+"""End to end: `dagster dev` (webserver and daemon) runs a backfill of six training rounds
+(models/forecast_model, which reads its own previous round) and then one of the same rounds of
+evaluation/retrodiction, each launched, watched and inspected over GraphQL as the UI does, each
+one run for the whole range; the daemon's freshness evaluation reports a just-materialized
+asset healthy and one past its fail window degraded."""
 
 import json
 import os
@@ -11,18 +13,21 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
 from pulse_assets.config import REPO_ROOT, Settings
-from pulse_assets_tests.conftest import populate_store, small_config, train_champion
+from pulse_assets.storage import PartitionStore
+from pulse_assets_tests.conftest import populate_store, small_config
 
 pytestmark = pytest.mark.e2e
-FIRST, LAST = date(2016, 11, 2), date(2016, 12, 15)
-RETRODICTION = ["evaluation", "retrodiction"]
+# Every round of SMALL_ROUNDS over small_config's span, from the first: each reads its previous.
+ROUNDS = ["2016-07-01", "2016-08-01", "2016-09-01", "2016-10-01", "2016-11-01", "2016-12-01"]
+MODEL, RETRODICTION = ["models", "forecast_model"], ["evaluation", "retrodiction"]
 RAW, FEATURES = ["raw", "market_prices"], ["features", "daily_features"]
 # Raw data goes stale fast here (Dagster's shortest windows are 60 s): materialized at the
 # start, it must be DEGRADED by the end; features keep the default 54 h window: HEALTHY.
@@ -72,7 +77,6 @@ def served(tmp_path):
     config_file.write_text(
         yaml.safe_dump(json.loads(json.dumps(raw, default=str)), sort_keys=False)
     )
-    train_champion(settings, tmp_path / "checkpoints")
     dagster_home = tmp_path / "dagster"
     dagster_home.mkdir()
     shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
@@ -148,6 +152,7 @@ ASSET = """
 query Asset($key: [String!]!) {
   assetOrError(assetKey: {path: $key}) {
     ... on Asset { assetMaterializations(limit: 200) { partition runId } }
+    ... on AssetNotFoundError { message }
   }
   assetNodes(assetKeys: [{path: $key}]) {
     dependencyKeys { path }
@@ -198,13 +203,35 @@ def freshness(port: int, key: list[str]) -> dict:
     return nodes[0]["freshnessStatusInfo"]
 
 
-def test_backfill_of_retrodiction_windows_over_graphql(served):
+def materialized_by(port: int, key: list[str]) -> tuple[dict[str, set[str]], dict]:
+    """Each partition's materializing run ids, and the asset's node (its lineage)."""
+    asset = graphql(port, ASSET, {"key": key})
+    runs: dict[str, set[str]] = {}
+    for event in asset["assetOrError"].get("assetMaterializations", []):
+        runs.setdefault(event["partition"], set()).add(event["runId"])
+    return runs, asset["assetNodes"][0]
+
+
+def lineage(node: dict, direction: str) -> set[tuple[str, ...]]:
+    return {tuple(k["path"]) for k in node[direction]}
+
+
+def backfill_rounds(port: int, key: list[str], log: Path) -> str:
+    """A backfill of ROUNDS of one asset: one run for the range, every round materialized."""
+    backfill_id = launch_backfill(port, ROUNDS, [key], f"{'/'.join(key)} rounds e2e")
+    status = finished_backfill(port, backfill_id, 600, log)
+    assert status["numPartitions"] == len(ROUNDS)
+    assert len(status["runs"]) == 1, status  # BackfillPolicy.single_run: the range in one run
+    run_id = status["runs"][0]["runId"]
+    runs, _ = materialized_by(port, key)
+    assert {p for p, ids in runs.items() if run_id in ids} == set(ROUNDS), runs
+    return run_id
+
+
+def test_backfills_of_rounds_over_graphql(served):
     port, tmp_path = served
     log = tmp_path / "dagster_dev.log"
     fresh_id = launch_backfill(port, [FRESH_DAY], [RAW, FEATURES], "freshness e2e")
-    names = [(FIRST + timedelta(days=n)).isoformat() for n in range((LAST - FIRST).days + 1)]
-    backfill_id = launch_backfill(port, names, [RETRODICTION], "retrodiction e2e")
-
     finished_backfill(port, fresh_id, 300, log)
     healthy = wait_until(
         lambda: (info := freshness(port, FEATURES))["freshnessStatus"] == "HEALTHY" and info,
@@ -214,19 +241,38 @@ def test_backfill_of_retrodiction_windows_over_graphql(served):
     materialized_at = healthy["freshnessStatusMetadata"]["lastMaterializedTimestamp"]
     assert time.time() - materialized_at < RAW_FAIL_HOURS * 3600
 
-    status = finished_backfill(port, backfill_id, 420, log)
-    assert status["numPartitions"] == len(names) >= 30
-    assert len(status["runs"]) == 1  # BackfillPolicy.single_run: the whole range in one run
+    model_run = backfill_rounds(port, MODEL, log)
+    retrodiction_run = backfill_rounds(port, RETRODICTION, log)
+    assert model_run != retrodiction_run
 
-    asset = graphql(port, ASSET, {"key": RETRODICTION})
-    materialized = {m["partition"] for m in asset["assetOrError"]["assetMaterializations"]}
-    assert set(names) <= materialized
-    node = asset["assetNodes"][0]
-    assert {tuple(k["path"]) for k in node["dependencyKeys"]} == {
+    _, model_node = materialized_by(port, MODEL)
+    assert lineage(model_node, "dependencyKeys") == {
+        ("features", "daily_features"),
+        ("features", "daily_labels"),
+        ("models", "forecast_model"),  # its own previous round
+    }
+    _, node = materialized_by(port, RETRODICTION)
+    assert lineage(node, "dependencyKeys") == {
         ("features", "daily_features"),
         ("features", "daily_labels"),
         ("models", "forecast_model"),
     }
+    assert ("evaluation", "retrodiction") in lineage(model_node, "dependedByKeys")
+
+    # The data moved along that lineage: each round's retrodiction was forecast by the
+    # champion its model round decided, out of sample.
+    store = PartitionStore(tmp_path / "store")
+    records = store.read("models/forecast_model", ROUNDS)
+    assert records.get_column("round").sort().to_list() == ROUNDS
+    assert records.sort("start").item(0, "decision") == "first model: no champion to beat"
+    champions = dict(zip(records["round"], records["champion"], strict=True))
+    frame = store.read("evaluation/retrodiction", ROUNDS)
+    assert set(frame.get_column("round")) == set(ROUNDS)
+    assert not frame.get_column("in_sample").any()
+    served_by = frame.select("round", "model_version").unique()
+    assert served_by.height == len(ROUNDS), served_by
+    assert (served_by["model_version"] == served_by["round"].replace(champions)).all()
+    assert frame.filter(pl.col("model_version").is_null()).height == 0
 
     # raw/market_prices was materialized once, with the features, at the start: past its
     # 108 s fail window the daemon must report it DEGRADED (HEALTHY and WARNING before that).
@@ -238,8 +284,3 @@ def test_backfill_of_retrodiction_windows_over_graphql(served):
     stale_for = time.time() - degraded["freshnessStatusMetadata"]["lastMaterializedTimestamp"]
     assert stale_for >= RAW_FAIL_HOURS * 3600
     assert freshness(port, FEATURES)["freshnessStatus"] == "HEALTHY"
-
-    stored = {
-        p.stem for p in Path(tmp_path / "store" / "evaluation" / "retrodiction").glob("*.parquet")
-    }
-    assert set(names) <= stored  # the automation sensor may add the latest day on its own
