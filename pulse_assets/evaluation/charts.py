@@ -13,7 +13,13 @@ import polars as pl  # noqa: E402
 from pulse_assets.evaluation.scoreboard import SHADOW, forecaster_columns  # noqa: E402
 
 ROLLING_DAYS = 63  # about a quarter of trading days
-STYLE = {"champion": ("#1f77b4", 2.0), "naive": ("#7f7f7f", 1.0), "garch": ("#d62728", 1.2)}
+STYLE = {
+    "champion": ("#1f77b4", 2.0),
+    "naive": ("#7f7f7f", 1.0),
+    "trailing_mean": ("#2ca02c", 1.0),
+    "ewma": ("#ff7f0e", 1.0),
+    "garch": ("#d62728", 1.2),
+}
 
 
 def scoreboard_chart(frame: pl.DataFrame, label: str, path: Path) -> Path:
