@@ -1,6 +1,5 @@
 """The training rounds: models/forecast_model, partitioned by round, reading its previous round."""
 
-
 from typing import Any
 
 import dagster as dg

@@ -342,9 +342,7 @@ def train(
     )
 
 
-def cannot_warm_start(
-    start: ForecastModule, config: TrainingConfig, data: Dataset
-) -> str | None:
+def cannot_warm_start(start: ForecastModule, config: TrainingConfig, data: Dataset) -> str | None:
     """Why ``start`` cannot seed a training of ``config`` on ``data``, or None when it can."""
     if start.architecture != config.model:
         return f"the architecture changed ({start.architecture} -> {config.model})"
