@@ -128,6 +128,14 @@ def polls_file_source(path) -> dict:
     }
 
 
+def polls_by_entity(path) -> dict:
+    """The polls file source with one entity per row, from the file's ``who`` column."""
+    source = polls_file_source(path)
+    del source["params"]["entity"]
+    source["params"]["entity_column"] = "who"
+    return source
+
+
 def settings_with_polls_file(make_settings, path):
     sources = default_config()["sources"]
     sources["political_polls"] = polls_file_source(path)
@@ -326,10 +334,7 @@ def test_a_run_over_the_quarantine_limit_replaces_no_stored_partition(
 def test_a_row_with_an_unreadable_date_is_quarantined_once(make_settings, instance, tmp_path):
     polls = tmp_path / "polls.csv"
     polls.write_text(polls_csv(days=10, entities=4, bad_rows="not-a-day,1.5,3,E0\n"))
-    sources = default_config()["sources"]
-    sources["political_polls"] = polls_file_source(polls)
-    sources["political_polls"]["params"]["entity_column"] = "who"
-    del sources["political_polls"]["params"]["entity"]
+    sources = default_config()["sources"] | {"political_polls": polls_by_entity(polls)}
     settings = make_settings(sources=sources)
     key = raw_key("political_polls")
 
@@ -368,10 +373,7 @@ def test_one_bad_day_inside_a_clean_range_is_visible_and_can_block(
         for line in text.splitlines()
     ]
     polls.write_text("\n".join(lines) + "\n")
-    sources = default_config()["sources"]
-    sources["political_polls"] = polls_file_source(polls)
-    sources["political_polls"]["params"]["entity_column"] = "who"
-    del sources["political_polls"]["params"]["entity"]
+    sources = default_config()["sources"] | {"political_polls": polls_by_entity(polls)}
     key = raw_key("political_polls")
 
     warned = materialize(make_settings(sources=sources), instance, [key], RAW_FIRST, RAW_LAST)

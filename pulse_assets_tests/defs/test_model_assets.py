@@ -1,29 +1,36 @@
-"""Training, retrodiction, drift and the drift sensor on a temporary Dagster instance."""
+"""Training rounds, retrodiction, drift and the drift sensor on a temporary Dagster instance."""
 
 import shutil
-from datetime import date, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
 import torch
+from dagster_shared.error import SerializableErrorInfo
 
 from pulse_assets.config import Settings
 from pulse_assets.definitions import build_assets, build_definitions, build_resources
 from pulse_assets.defs.drift import DRIFT_KEY
 from pulse_assets.defs.evaluation import RETRODICTION_KEY
 from pulse_assets.defs.partitions import range_tags
-from pulse_assets.defs.tags import DRIFTED_FEATURES_TAG, TRIGGER_TAG
+from pulse_assets.defs.tags import CUTOFF_TAG, DRIFTED_FEATURES_TAG, LIVE_CUTOFF, TRIGGER_TAG
 from pulse_assets.defs.training import MODEL_KEY
-from pulse_assets.metrics.store import MetricsStore
 from pulse_assets.storage import PartitionStore
 from pulse_assets.storage.sql import connect
+from pulse_assets.training.audit import holder_at
+from pulse_assets.training.registry import CHALLENGER, CHAMPION, ModelRegistry, VersionTags
+
+ROUNDS = ["2016-07-01", "2016-08-01", "2016-09-01", "2016-10-01", "2016-11-01", "2016-12-01"]
+LATEST = ROUNDS[-1]
+RETRODICTION = "evaluation/retrodiction"
 
 
 @pytest.fixture(scope="module")
 def world(trained_world, tmp_path_factory):
-    """A copy of the populated store, its own registry, and a champion trained through Dagster."""
+    """A copy of the populated store, its own registry, and the rounds trained through Dagster;
+    a challenger is trained every round and never promoted."""
     tmp = tmp_path_factory.mktemp("model_assets")
     shutil.copytree(trained_world["settings"].store.root, tmp / "store")
     raw = trained_world["raw"] | {
@@ -31,7 +38,11 @@ def world(trained_world, tmp_path_factory):
         "sql": {"url": f"sqlite:///{tmp / 'pulse.db'}"},
     }
     raw["training"] = raw["training"] | {
-        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "retries": 0}
+        "model": {"kind": "mlp", "hidden_sizes": [8], "dropout": 0.0},
+        # the first version stays champion (promotions are tested in test_rounds.py), so the
+        # rule loop has months of one champion's retrodiction to mine
+        "promotion": {"min_improvement": 0.99},
+        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "retries": 0},
     }
     settings = Settings.model_validate(raw)
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
@@ -41,7 +52,7 @@ def world(trained_world, tmp_path_factory):
             selection=[MODEL_KEY],
             resources=build_resources(settings),
             instance=instance,
-            tags={TRIGGER_TAG: "manual"},
+            tags={TRIGGER_TAG: "manual"} | range_tags(ROUNDS[0], LATEST),
         )
         assert result.success
         yield {"settings": settings, "instance": instance, "tmp": tmp, "training": result}
@@ -58,39 +69,63 @@ def materialize(world, keys, first, last):
     )
 
 
-def test_training_materialization_records_version_metrics_and_lineage(world):
-    event = world["instance"].get_latest_materialization_event(MODEL_KEY)
-    meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-    assert meta["model_version"] == "1" and meta["champion_version"] == "1" and meta["promoted"]
-    assert meta["holdout_rmse"] > 0 and meta["holdout_naive_rmse"] > 0
-    assert "| 1 | this | manual | challenger, champion |" in meta["lineage"]
-    train_end = date.fromisoformat(meta["training_range"].split("...")[1])
-    holdout_start = date.fromisoformat(meta["holdout_range"].split("...")[0])
-    assert holdout_start == train_end + timedelta(days=1)
+def registry_of(world) -> ModelRegistry:
+    return build_resources(world["settings"])["registry"].get()
 
 
-def test_retrodiction_over_a_range_forecasts_each_trading_day(world):
-    result = materialize(world, [RETRODICTION_KEY], "2016-11-02", "2016-12-15")
-    assert result.success
+def records_of(world) -> pl.DataFrame:
     store = PartitionStore(world["settings"].store.root)
-    frame = store.read_range("evaluation/retrodiction", "2016-11-02", "2016-12-15")
-    trading_days = store.read_range("features/daily_features", "2016-11-02", "2016-12-15").height
-    assert frame.height == trading_days
-    assert frame["forecast_sp500_abs_return_next"].null_count() == 0
-    assert frame["actual_sp500_abs_return_next"].null_count() == 0
-    assert set(frame["model_version"]) == {"1"}
-    assert not frame["in_sample"].any()  # the holdout comes after the training range
-    meta = (
-        world["instance"]
-        .get_latest_materialization_event(RETRODICTION_KEY)
-        .asset_materialization.metadata
-    )
-    assert meta["sp500_abs_return_next_rmse"].value > 0
-    engine = connect(world["settings"].sql.url)
-    records = MetricsStore(engine).history("pulse_forecast", "1", "retrodiction")
-    assert {(r.window_start, r.window_end) for r in records} == {
-        (date(2016, 11, 2), date(2016, 12, 15))
+    return store.read("models/forecast_model", ROUNDS).sort("start")
+
+
+def test_each_round_records_its_versions_figures_and_lineage(world):
+    records = world["training"].output_for_node("models__forecast_model").sort("start")
+    assert records["round"].to_list() == ROUNDS
+    assert records["trained"].all() and records["challenger"].n_unique() == len(ROUNDS)
+    observations = {
+        event.partition: event.asset_observation_data.asset_observation.metadata
+        for event in world["training"].get_asset_observation_events()
+        if event.asset_key == MODEL_KEY
     }
+    assert sorted(observations) == ROUNDS
+    for row in records.iter_rows(named=True):
+        meta = observations[row["round"]]
+        assert meta["champion_version"].value == int(row["champion"])
+        assert meta["challenger_version"].value == int(row["challenger"])
+        assert meta["shadow_days"].value == row["shadow_days"]
+        assert isinstance(meta["train_rows"].value, int) and meta["train_rows"].value > 60
+    assert observations[ROUNDS[0]]["shadow_days"].value == 0  # nothing to compare yet
+    assert max(observations[r]["shadow_days"].value for r in ROUNDS[1:]) >= 5
+    meta = world["training"].asset_materializations_for_node("models__forecast_model")[0].metadata
+    last = records.row(-1, named=True)
+    assert meta["rounds"].value == len(ROUNDS) and meta["new_versions"].value == len(ROUNDS)
+    assert meta["latest_challenger"].value == last["challenger"]
+    assert f"| {last['challenger']} | this | manual |" in meta["lineage"].value
+    parent = VersionTags.of(registry_of(world).version(last["challenger"])).parent_version
+    assert parent == last["champion"]
+
+
+def test_retrodiction_over_rounds_forecasts_each_trading_day_by_its_champion(world):
+    run = materialize(world, [RETRODICTION_KEY], ROUNDS[-2], LATEST)
+    assert run.success
+    store = PartitionStore(world["settings"].store.root)
+    frame = store.read(RETRODICTION, ROUNDS[-2:])
+    trading_days = store.read_range("features/daily_labels", ROUNDS[-2], "2016-12-31")
+    assert frame.height == trading_days.height > 35
+    assert frame["forecast_sp500_abs_return_next"].null_count() == 0
+    assert not frame["in_sample"].any()
+    registry = registry_of(world)
+    history = registry.audit.history(registry.model_name)
+    champions = {holder_at(history, CHAMPION, day) for day in frame["date"]}
+    assert set(frame["model_version"]) == champions
+    for row in frame.iter_rows(named=True):
+        assert row["model_version"] == holder_at(history, CHAMPION, row["date"]), row
+    observed = {
+        event.partition
+        for event in run.get_asset_observation_events()
+        if event.asset_key == RETRODICTION_KEY
+    }
+    assert observed == set(ROUNDS[-2:])
 
 
 def test_a_pickle_planted_as_the_champion_fails_retrodiction_and_is_not_run(world):
@@ -98,24 +133,31 @@ def test_a_pickle_planted_as_the_champion_fails_retrodiction_and_is_not_run(worl
     put in place of its weights is refused with what to do, and never runs."""
     from urllib.parse import urlparse
 
-    from pulse_assets.definitions import build_resources as resources_of
     from pulse_assets.training.model_files import WEIGHTS_FILE
     from pulse_assets_tests.training.payload import Payload, is_live
 
-    registry = resources_of(world["settings"])["registry"].get()
-    source = registry.client.get_model_version(registry.model_name, "1").source
-    weights = Path(urlparse(source).path) / WEIGHTS_FILE
+    registry = registry_of(world)
+    champion = records_of(world).filter(pl.col("round") == LATEST).item(0, "champion")
+    source = registry.client.get_model_version(registry.model_name, champion).source
+    weights = Path(urlparse(str(source)).path) / WEIGHTS_FILE
     marker, kept = world["tmp"] / "marker", weights.read_bytes()
     try:
         torch.save({"w": Payload(marker)}, weights)
         assert is_live(weights, marker, "torch"), "the payload is not live"
-        result = materialize_failing(world, [RETRODICTION_KEY], "2016-12-01", "2016-12-02")
-        error = result.get_step_failure_events()[0].step_failure_data.error.cause
+        result = materialize_failing(world, [RETRODICTION_KEY], LATEST, LATEST)
+        error = failure_cause(result)
         assert error.cls_name == "ModelFileError" and "is not a safetensors file" in error.message
         assert not marker.exists()
     finally:
         weights.write_bytes(kept)
-    assert materialize(world, [RETRODICTION_KEY], "2016-12-01", "2016-12-02").success
+    assert materialize(world, [RETRODICTION_KEY], LATEST, LATEST).success
+
+
+def failure_cause(result: dg.ExecuteInProcessResult) -> SerializableErrorInfo:
+    """The exception the failed step raised (Dagster wraps it in its own error)."""
+    error = result.get_step_failure_events()[0].step_failure_data.error
+    assert error is not None and error.cause is not None, error
+    return error.cause
 
 
 def materialize_failing(world, keys, first, last):
@@ -138,41 +180,90 @@ def inject_drift(store: PartitionStore, first: str, last: str, column: str) -> N
     store.write_partitions(table, shifted, keys)
 
 
-def test_drift_sensor_requests_one_retrain_per_episode(world):
-    settings = world["settings"]
-    defs = build_definitions(settings)
-    sensor = defs.get_sensor_def("drift_sensor")
-    resources = build_resources(settings)
-    instance = world["instance"]
+DRIFTED = "sp500_log_return_rolling_volatility_5"
 
-    def tick(cursor=None):
-        with dg.build_sensor_context(
-            instance=instance, cursor=cursor, resources=resources, definitions=defs
-        ) as context:
-            return sensor.evaluate_tick(context)
 
-    first_tick = tick()
-    assert first_tick.skip_message == "no drift report for champion version 1 yet"
+def sensor_tick(world, cursor=None):
+    defs = build_definitions(world["settings"])
+    with dg.build_sensor_context(
+        instance=world["instance"],
+        cursor=cursor,
+        resources=build_resources(world["settings"]),
+        definitions=defs,
+    ) as context:
+        return defs.get_sensor_def("drift_sensor").evaluate_tick(context)
 
-    store = PartitionStore(settings.store.root)
-    inject_drift(store, "2016-12-01", "2016-12-31", "sp500_close")
+
+def test_drift_sensor_requests_one_live_retrain_of_the_latest_round_per_episode(world):
+    champion = records_of(world).filter(pl.col("round") == LATEST).item(0, "champion")
+    first_tick = sensor_tick(world)
+    assert first_tick.skip_message == f"no drift report for champion version {champion} yet"
+
+    store = PartitionStore(world["settings"].store.root)
+    inject_drift(store, "2016-12-01", "2016-12-31", DRIFTED)
     assert materialize(world, [DRIFT_KEY], "2016-12-26", "2016-12-31").success
     report = store.read_range("drift/drift_report", "2016-12-26", "2016-12-31")
-    assert report.filter((pl.col("feature") == "sp500_close") & pl.col("drifted")).height >= 2
+    assert report.filter((pl.col("feature") == DRIFTED) & pl.col("drifted")).height >= 2
     assert report.filter(pl.col("kind") == "multivariate").height == 1
 
-    result = tick()
+    result = sensor_tick(world)
     assert len(result.run_requests) == 1
     request = result.run_requests[0]
-    assert request.tags[TRIGGER_TAG] == "drift"
-    assert "sp500_close" in request.tags[DRIFTED_FEATURES_TAG].split(",")
-    assert request.run_key.startswith("drift:1:2016-12-")
-    again = tick(cursor=result.cursor)
-    assert not again.run_requests and again.skip_message.startswith(
+    assert request.partition_key == LATEST
+    assert request.tags[TRIGGER_TAG] == "drift" and request.tags[CUTOFF_TAG] == LIVE_CUTOFF
+    assert DRIFTED in request.tags[DRIFTED_FEATURES_TAG].split(",")
+    assert request.run_key.startswith(f"drift:{champion}:2016-12-")
+    again = sensor_tick(world, cursor=result.cursor)
+    assert not again.run_requests and str(again.skip_message).startswith(
         "no new drift report since 2016-12-30"
     )
-    replay = tick()
+    replay = sensor_tick(world)
     assert replay.run_requests[0].run_key == request.run_key  # same episode, same key: one run
+
+
+def test_a_drift_retrain_learns_the_drifted_days_once(world):
+    """The live retrain of the latest round trains on everything labelled so far, moves the
+    challenger from its cutoff on, and the sensor then skips; the same data again registers
+    nothing."""
+    registry = registry_of(world)
+    before = [v.version for v in registry.versions()]
+
+    def live_run():
+        return dg.materialize(
+            build_assets(world["settings"]),
+            selection=[MODEL_KEY],
+            resources=build_resources(world["settings"]),
+            instance=world["instance"],
+            partition_key=LATEST,
+            tags={TRIGGER_TAG: "drift", CUTOFF_TAG: LIVE_CUTOFF, DRIFTED_FEATURES_TAG: DRIFTED},
+        )
+
+    run = live_run()
+    assert run.success
+    record = run.output_for_node("models__forecast_model")
+    assert record.item(0, "trained") is True and record.item(0, "duplicate_of") is None
+    version = record.item(0, "challenger")
+    assert version not in before
+    tags = VersionTags.of(registry.version(version))
+    assert tags.trigger == "drift" and tags.drifted_features == (DRIFTED,)
+    assert tags.cutoff > date.fromisoformat(LATEST)
+    assert date.fromisoformat(LATEST) <= tags.train_last < tags.cutoff  # the drifted days
+    history = registry.audit.history(registry.model_name, CHALLENGER)
+    assert holder_at(history, CHALLENGER, tags.cutoff) == version
+    assert holder_at(history, CHALLENGER, date.fromisoformat(LATEST)) != version
+    assert any(e.to_version == version and e.as_of == tags.cutoff for e in history)
+
+    skipped = sensor_tick(world)
+    assert not skipped.run_requests
+    assert f"challenger {version} already trained on everything labelled" in str(
+        skipped.skip_message
+    )
+
+    repeat = live_run()
+    assert repeat.success
+    again = repeat.output_for_node("models__forecast_model")
+    assert again.item(0, "trained") is False and again.item(0, "duplicate_of") == version
+    assert [v.version for v in registry.versions()] == [*before, version]
 
 
 def test_sensor_skips_plainly_without_a_champion(world, tmp_path):
@@ -184,7 +275,7 @@ def test_sensor_skips_plainly_without_a_champion(world, tmp_path):
         instance=world["instance"], resources=build_resources(settings), definitions=defs
     ) as context:
         result = defs.get_sensor_def("drift_sensor").evaluate_tick(context)
-    assert result.skip_message.startswith("no champion model yet")
+    assert str(result.skip_message).startswith("no champion model yet")
 
 
 def test_retrodiction_without_a_champion_fails_with_what_to_do(world):
@@ -196,14 +287,14 @@ def test_retrodiction_without_a_champion_fails_with_what_to_do(world):
         selection=[RETRODICTION_KEY],
         resources=build_resources(settings),
         instance=world["instance"],
-        partition_key="2016-12-01",
+        partition_key=LATEST,
         raise_on_error=False,
     )
     assert not result.success
-    error = result.get_step_failure_events()[0].step_failure_data.error.cause
+    error = failure_cause(result)
     assert (
         error.cls_name == "NoChampionError"
-        and "materialize models/forecast_model first" in error.message
+        and "materialize models/forecast_model for the first round" in error.message
     )
 
 
@@ -216,11 +307,15 @@ def test_freshness_and_automation_are_declared(world):
         assert graph.get(key).automation_condition is not None
     automation = defs.get_sensor_def("pulse_automation")
     assert automation.default_status == dg.DefaultSensorStatus.RUNNING
-    schedule = defs.get_schedule_def("retrain_schedule")
-    assert schedule.tags[TRIGGER_TAG] == "schedule" and schedule.job_name == "retrain"
+    schedule = defs.get_schedule_def("round_schedule")
+    assert schedule.job_name == "retrain"
+    with dg.build_schedule_context(
+        instance=world["instance"], scheduled_execution_time=datetime(2016, 12, 1, tzinfo=UTC)
+    ) as context:
+        (request,) = schedule.evaluate_tick(context).run_requests or []
+    assert request.tags[TRIGGER_TAG] == "schedule" and request.partition_key == ROUNDS[-2]
 
 
-RETRODICTION = "evaluation/retrodiction"
 PLANTED_BIAS = 0.02
 
 
@@ -229,7 +324,8 @@ def plant_overshoot_on_up_days(store: PartitionStore, feature: str, label: str) 
     pattern far larger than the model's own errors, so its outcome is known in advance."""
     keys = store.keys(RETRODICTION)
     frame = store.read(RETRODICTION, keys)
-    features = store.read_range("features/daily_features", keys[0], keys[-1])
+    first, last = frame["date"].min(), frame["date"].max()
+    features = store.read_range("features/daily_features", str(first), str(last))
     up = (
         frame.select("date")
         .join(features.select("date", feature), on="date", how="left")
@@ -242,7 +338,7 @@ def plant_overshoot_on_up_days(store: PartitionStore, feature: str, label: str) 
         (pl.col(f"forecast_{label}") - pl.col(f"actual_{label}")).alias(f"error_{label}"),
         (pl.col(f"forecast_{label}") - pl.col(f"actual_{label}")).alias(f"adjusted_error_{label}"),
     )
-    store.write_partitions(RETRODICTION, planted.select(frame.columns), keys)
+    store.write_partitions(RETRODICTION, planted.select(frame.columns), keys, key_column="round")
 
 
 def test_the_rule_loop_finds_a_planted_pattern_and_rejects_a_harmful_rule(world, monkeypatch):
@@ -263,7 +359,9 @@ def test_the_rule_loop_finds_a_planted_pattern_and_rejects_a_harmful_rule(world,
 
     settings = world["settings"]
     label = "sp500_abs_return_next"
-    assert materialize(world, [RETRODICTION_KEY], "2016-11-02", "2016-12-31").success
+    assert materialize(world, [RETRODICTION_KEY], ROUNDS[0], LATEST).success
+    champion = registry_of(world).alias(CHAMPION)
+    assert champion is not None
     store = PartitionStore(settings.store.root)
     plant_overshoot_on_up_days(store, "sp500_log_return", label)
     # about 40 out-of-sample windows: bins of two, five rows at least, single features only
@@ -305,7 +403,10 @@ def test_the_rule_loop_finds_a_planted_pattern_and_rejects_a_harmful_rule(world,
         )
     assert result.success
     prompt = script.requests[0]["body"]["messages"][1]["content"]
-    assert "sp500_log_return_rolling_volatility_5" in prompt and '"version": "1"' in prompt
+    assert (
+        "sp500_log_return_rolling_volatility_5" in prompt
+        and f'"version": "{champion.version}"' in prompt
+    )
     assert "sp500_abs_return_next.rmse" in prompt and "training_period" in prompt
 
     def metadata(node: str) -> dict:
@@ -337,8 +438,8 @@ def test_the_rule_loop_finds_a_planted_pattern_and_rejects_a_harmful_rule(world,
     assert promoted["active"] == len(active)
     assert promoted["evaluation_rmse_with_rules"] < 0.6 * promoted["evaluation_rmse_model"]
 
-    assert materialize(world, [RETRODICTION_KEY], "2016-12-01", "2016-12-31").success
-    frame = store.read_range(RETRODICTION, "2016-12-01", "2016-12-31")
+    assert materialize(world, [RETRODICTION_KEY], LATEST, LATEST).success
+    frame = store.read(RETRODICTION, [LATEST])
     features = store.read_range("features/daily_features", "2016-11-01", "2016-12-31")
     rules = [rule for _, rule in active_rules(repository, [label], feature_columns(features))]
     plain = frame.drop(f"adjusted_{label}", f"adjusted_error_{label}")
@@ -349,7 +450,8 @@ def test_the_rule_loop_finds_a_planted_pattern_and_rejects_a_harmful_rule(world,
 
 def test_new_raw_partitions_make_the_latest_downstream_days_materialize(world):
     """Declarative automation, evaluated as the automation sensor would: history is in place,
-    then the latest raw partition lands, and the latest features and retrodiction follow."""
+    then the latest raw partition lands, and the latest day's features and labels and the
+    latest round's retrodiction follow."""
     settings = world["settings"]
     defs = build_definitions(settings)
     instance = world["instance"]
@@ -359,15 +461,30 @@ def test_new_raw_partitions_make_the_latest_downstream_days_materialize(world):
         dg.AssetKey(["features", "daily_features"]),
         dg.AssetKey(["features", "daily_labels"]),
     ]
+    store = PartitionStore(settings.store.root)
+    for key in downstream:  # the earlier days are in the store: the instance learns of them
+        for day in store.keys("/".join(key.path)):
+            if day < "2016-12-01":
+                instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=day))
     assert materialize(world, downstream, "2016-12-01", "2016-12-30").success
-    assert materialize(world, [RETRODICTION_KEY], "2016-12-01", "2016-12-30").success
+    assert materialize(world, [RETRODICTION_KEY], LATEST, LATEST).success
     before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert materialize(world, raw_keys, "2016-12-31", "2016-12-31").success
     after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
-    requested = {
-        r.key: r.true_subset.expensively_compute_partition_keys()
-        for r in after.results
+    requested = requested_keys(after)
+    assert requested.get(dg.AssetKey(["features", "daily_features"])) == {"2016-12-31"}, requested
+    assert requested.get(dg.AssetKey(["features", "daily_labels"])) == {"2016-12-31"}, requested
+    # the automation runs them; on its next tick the round holding that day follows
+    assert materialize(world, downstream, "2016-12-31", "2016-12-31").success
+    then = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
+    assert requested_keys(then).get(RETRODICTION_KEY) == {LATEST}, requested_keys(then)
+
+
+def requested_keys(
+    evaluation: dg.EvaluateAutomationConditionsResult,
+) -> dict[dg.AssetKey, set[str]]:
+    return {
+        r.key: set(r.true_subset.expensively_compute_partition_keys())
+        for r in evaluation.results
         if r.true_subset.size
     }
-    assert requested.get(dg.AssetKey(["features", "daily_features"])) == {"2016-12-31"}, requested
-    assert requested.get(RETRODICTION_KEY) == {"2016-12-31"}, requested
