@@ -12,12 +12,13 @@ assets and sensors that load the champion.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from functools import partial
@@ -33,6 +34,7 @@ from pulse_assets.training.model_files import MODEL_FILES, ModelFileError, read_
 from pulse_assets.training.models import ForecastModule
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 MODEL_ARTIFACT_PATH = "model"
 T = TypeVar("T")
 
@@ -182,10 +184,32 @@ class ModelRegistry:
             ),
         )
 
+    @contextlib.contextmanager
+    def _fluent(self) -> Iterator[Any]:
+        """MLflow's run API pointed at this registry's server, for the duration only.
+
+        ``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI, which outranks the
+        configured URI (see ``pulse_assets.config.tracking_uri``); left set, it would send every
+        later registry in the process, and its child processes, to this server.
+        """
+        exported = os.environ.get(TRACKING_URI_ENV)
+        self._mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            yield self._mlflow
+        finally:
+            if exported is None:
+                os.environ.pop(TRACKING_URI_ENV, None)
+            else:
+                os.environ[TRACKING_URI_ENV] = exported
+
     def log_training(self, record: TrainingRecord, module: ForecastModule) -> ModelVersionInfo:
         """One MLflow run with everything about a training, and a new registered version."""
-        mlflow = self._mlflow
-        mlflow.set_tracking_uri(self.tracking_uri)
+        with self._fluent() as mlflow:
+            return self._log_training(mlflow, record, module)
+
+    def _log_training(
+        self, mlflow: Any, record: TrainingRecord, module: ForecastModule
+    ) -> ModelVersionInfo:
         experiment_id = self.experiment_id()
         with mlflow.start_run(experiment_id=experiment_id) as run:
             mlflow.log_params(record.params)
@@ -343,15 +367,14 @@ class ModelRegistry:
 
     def log_report(self, name: str, metrics: dict[str, float], files: list[Path]) -> str:
         """An MLflow run named ``name`` with ``metrics`` and ``files`` as artifacts (charts)."""
-        mlflow = self._mlflow
-        mlflow.set_tracking_uri(self.tracking_uri)
-        experiment_id = self.experiment_id()
         finite = {k: v for k, v in metrics.items() if v == v and abs(v) != float("inf")}
-        with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
-            self._call("log report metrics", lambda: mlflow.log_metrics(finite))
-            for file in files:
-                self._call(f"log {file.name}", partial(mlflow.log_artifact, str(file)))
-            return str(run.info.run_id)
+        with self._fluent() as mlflow:
+            experiment_id = self.experiment_id()
+            with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
+                self._call("log report metrics", lambda: mlflow.log_metrics(finite))
+                for file in files:
+                    self._call(f"log {file.name}", partial(mlflow.log_artifact, str(file)))
+                return str(run.info.run_id)
 
     def with_training_id(self, training_id: str) -> ModelVersionInfo | None:
         """The version registered from the same data and config, if any (oldest first)."""

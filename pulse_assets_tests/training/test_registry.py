@@ -1,5 +1,6 @@
 """The registry on MLflow's real SQLite store, driven by real training rounds."""
 
+import os
 import pickle
 import socket
 import sys
@@ -205,7 +206,9 @@ def test_a_pickle_planted_in_the_artifact_store_is_refused_not_run(round_world: 
     assert not marker.exists()
 
 
-def test_a_version_in_the_old_pickled_format_is_refused_not_run(round_world: RoundWorld):
+def test_a_version_in_the_old_pickled_format_is_refused_not_run(
+    round_world: RoundWorld, monkeypatch: pytest.MonkeyPatch
+):
     """What ``mlflow.pytorch.log_model(serialization_format="pickle")`` wrote, with a payload."""
     registry, tmp_path = round_world.registry, round_world.tmp
     marker, old = tmp_path / "marker", tmp_path / "old_format"
@@ -213,6 +216,7 @@ def test_a_version_in_the_old_pickled_format_is_refused_not_run(round_world: Rou
     (old / "MLmodel").write_text("flavors:\n  pytorch:\n    model_data: data\n")
     torch.save(Payload(marker), old / "data" / "model.pth")
     assert is_live(old / "data" / "model.pth", marker, "torch"), "the payload is not live"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)  # restored after the test
     mlflow.set_tracking_uri(registry.tracking_uri)
     with mlflow.start_run(experiment_id=registry.experiment_id()) as run:
         mlflow.log_artifacts(str(old), artifact_path="model")
@@ -227,3 +231,16 @@ def test_a_version_in_the_old_pickled_format_is_refused_not_run(round_world: Rou
     ):
         registry.load("1")
     assert not marker.exists()
+
+
+def test_logging_leaves_no_tracking_uri_behind_for_later_registries(
+    round_world: RoundWorld, monkeypatch: pytest.MonkeyPatch
+):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, which outranks the configured URI:
+    a registry that logged must not send every later one in the process to its own server."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    round_world.registry.log_report("leak-check", {"x": 1.0}, [])
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/mlflow.db")
+    round_world.registry.log_report("leak-check", {"x": 1.0}, [])
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:////elsewhere/mlflow.db"
