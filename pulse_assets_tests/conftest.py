@@ -128,8 +128,9 @@ def small_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
 
 
 def populate_store(settings: Settings, first: date, last: date) -> None:
-    """Raw, features and labels partitions for [first, last] written by the domain code directly
-    (what the Dagster assets would write), so training tests need not replay ingestion."""
+    """Raw, features and labels partitions for every day of [first, last] written by the domain
+    code directly (what the Dagster assets write: warm-up days of features are empty files), so
+    training tests need not replay ingestion."""
     from pulse_assets.features import build_daily_features, build_labels
     from pulse_assets.storage import PartitionStore
 
@@ -142,13 +143,10 @@ def populate_store(settings: Settings, first: date, last: date) -> None:
         frames[name] = ingest_window(plugin, source.data_schema, first, end).good
         store.write_partitions(f"raw/{name}", frames[name], keys)
     feature_start = first + timedelta(days=settings.features.lookback_days())
-    feature_keys = [k for k in keys if k >= feature_start.isoformat()]
     table = build_daily_features(frames, settings.features, feature_start, end).frame
-    store.write_partitions("features/daily_features", table, feature_keys)
-    labels = build_labels(
-        frames, settings.features.labels, settings.features.spine, feature_start, end
-    )
-    store.write_partitions("features/daily_labels", labels, feature_keys)
+    store.write_partitions("features/daily_features", table, keys)
+    labels = build_labels(frames, settings.features.labels, settings.features.spine, first, end)
+    store.write_partitions("features/daily_labels", labels, keys)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from pulse_assets.defs.metadata import frame_metadata, markdown_table, versioned
 from pulse_assets.defs.partitions import round_partitions, rounds_covering
 from pulse_assets.defs.resources import READ_EXISTING_ONLY, RegistryResource, SqlStoreResource
 from pulse_assets.defs.training import MODEL_KEY, ModelCache, round_windows
-from pulse_assets.evaluation.baselines import fit_baselines
+from pulse_assets.evaluation.baselines import Baseline, fit_baselines
 from pulse_assets.evaluation.charts import scoreboard_chart
 from pulse_assets.evaluation.retrodiction import (
     Forecaster,
@@ -24,8 +24,11 @@ from pulse_assets.evaluation.retrodiction import (
     retrodict_round,
     with_rules,
 )
+from pulse_assets.evaluation.scoreboard import CHAMPION as CHAMPION_FORECASTER
 from pulse_assets.evaluation.scoreboard import dm_table, skill_table, winner_line
 from pulse_assets.features.pipeline import feature_columns
+from pulse_assets.metrics.forecast_skill import FORECAST_SKILL_NAMES
+from pulse_assets.metrics.store import MetricsStore
 from pulse_assets.rules.loop import active_rules
 from pulse_assets.training.audit import AliasEvent, holder_at
 from pulse_assets.training.registry import (
@@ -35,6 +38,7 @@ from pulse_assets.training.registry import (
     VersionTags,
     require_champion,
 )
+from pulse_assets.training.rounds import RoundWindow
 
 RETRODICTION_KEY = dg.AssetKey(["evaluation", "retrodiction"])
 SCOREBOARD_KEY = dg.AssetKey(["evaluation", "scoreboard"])
@@ -66,17 +70,59 @@ class ServiceLookup:
         return None if version == champion else self._forecaster(version)
 
 
-def _round_figures(frame: pl.DataFrame, label: str, fallback: str | None) -> dict[str, object]:
+def _round_figures(
+    frame: pl.DataFrame, skill: pl.DataFrame, dm: pl.DataFrame, fallback: str | None
+) -> dict[str, Any]:
     """A round's own numbers: rows, every forecaster's skill, the champion's DM p-values."""
-    figures: dict[str, object] = {"rows": frame.height}
-    for row in skill_table(frame, label).iter_rows(named=True):
-        for metric in ("rmse", "mae", "qlike", "theil_u2"):
+    figures: dict[str, Any] = {"rows": frame.height}
+    for row in skill.iter_rows(named=True):
+        for metric in FORECAST_SKILL_NAMES:
             figures[f"{row['forecaster']}_{metric}"] = row[metric]
-    for row in dm_table(frame, label).iter_rows(named=True):
+    for row in dm.iter_rows(named=True):
         figures[f"dm_p_vs_{row['baseline']}_{row['loss']}"] = row["p_value"]
     figures["in_sample_rows"] = int(frame["in_sample"].sum()) if frame.height else 0
     figures["garch"] = fallback or "fitted"
     return figures
+
+
+def _record_round(
+    store: MetricsStore,
+    model_name: str,
+    window: RoundWindow,
+    label: str,
+    frame: pl.DataFrame,
+    skill: pl.DataFrame,
+    dm: pl.DataFrame,
+    run_id: str,
+) -> None:
+    """Each forecaster's skill in the round (the naive forecast's beside it), and the
+    champion's DM statistics, in the metrics store under scope ``round:<forecaster>``."""
+    by_name = {row["forecaster"]: row for row in skill.iter_rows(named=True)}
+    naive = by_name.get(Baseline.NAIVE.value)
+    if naive is None:
+        return
+    tests = {
+        f"dm_{key}_vs_{row['baseline']}_{row['loss']}": row[column]
+        for row in dm.iter_rows(named=True)
+        for key, column in (("statistic", "dm_statistic"), ("p", "p_value"))
+    }
+    versions = ",".join(sorted(frame.get_column("model_version").unique().to_list()))
+    for name, row in by_name.items():
+        figures = {metric: row[metric] for metric in FORECAST_SKILL_NAMES}
+        figures |= tests if name == CHAMPION_FORECASTER else {}
+        store.record(
+            model_name=model_name,
+            model_version=versions,
+            scope=f"round:{name}",
+            window=(window.start, window.end - timedelta(days=1)),
+            label=label,
+            metrics={
+                "model": figures,
+                "naive": {k: naive.get(k, float("nan")) for k in figures},
+            },
+            rows=row["days"],
+            run_id=run_id,
+        )
 
 
 def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
@@ -123,6 +169,7 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         require_champion(model_registry)  # no champion: nothing forecast, say what to do
         service = ServiceLookup(model_registry, ModelCache(model_registry))
         rules = active_rules(sql_store.rules(), [label], feature_columns(features))
+        metrics = sql_store.metrics()
         returns = abs_returns(label_rows, label)
         frames = []
         for window in round_windows(round_defs, list(context.partition_keys)):
@@ -142,11 +189,22 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             ).with_columns(pl.lit(window.key).alias("round"))
             frame = with_rules(frame, features, [label], [rule for _, rule in rules])
             frames.append(frame)
+            skill, dm = skill_table(frame, label), dm_table(frame, label)
+            _record_round(
+                metrics,
+                model_registry.model_name,
+                window,
+                label,
+                frame,
+                skill,
+                dm,
+                context.run.run_id,
+            )
             context.log_event(
                 dg.AssetObservation(
                     asset_key=RETRODICTION_KEY,
                     partition=window.key,
-                    metadata=_round_figures(frame, label, fitted.garch_fallback_reason),  # type: ignore[arg-type]
+                    metadata=_round_figures(frame, skill, dm, fitted.garch_fallback_reason),
                 )
             )
         frame = pl.concat(frames, how="diagonal_relaxed")

@@ -63,6 +63,7 @@ def round_metadata(record: RoundRecord) -> dict[str, object]:
         "training_range": f"{record.train_first}...{record.train_last}",
         "train_rows": record.train_rows,
         "epochs_run": record.epochs_run,
+        "train_seconds": record.train_seconds,
         "warm_start_from": record.warm_start_from or "cold start",
     }
     for name in ("shadow_champion_rmse", "shadow_challenger_rmse", "dm_statistic", "dm_p_value"):

@@ -19,6 +19,7 @@ version was champion on day t" (:func:`pulse_assets.training.audit.holder_at`).
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import date, timedelta
@@ -86,6 +87,7 @@ class RoundRecord:
     train_last: date
     train_rows: int
     epochs_run: int
+    train_seconds: float
     warm_start_from: str | None
 
     def to_frame(self) -> pl.DataFrame:
@@ -118,6 +120,7 @@ RECORD_SCHEMA: dict[str, pl.DataType] = {
     "train_last": pl.Date(),
     "train_rows": pl.Int64(),
     "epochs_run": pl.Int64(),
+    "train_seconds": pl.Float64(),
     "warm_start_from": pl.String(),
 }
 
@@ -339,6 +342,7 @@ def run_round(
     identity = _training_id(context, data, warm)
     existing = context.registry.with_training_id(identity)
     result: TrainResult | None = None
+    train_seconds = 0.0
     if existing is not None:
         context.log(
             f"round {window.key}: data and config equal version {existing.version}'s "
@@ -346,7 +350,9 @@ def run_round(
         )
         challenger, module = existing.version, context.load(existing.version)
     else:
+        started = time.perf_counter()
         result = _train(context, data, warm, identity)
+        train_seconds = time.perf_counter() - started
         module = result.module
         challenger = _register(context, window, cutoff, data, result, decision, warm, identity)
     champion = decision.champion or challenger
@@ -380,6 +386,7 @@ def run_round(
         train_last=data.last,
         train_rows=len(data.fit) + len(data.valid),
         epochs_run=len(result.history) if result else 0,
+        train_seconds=train_seconds,
         warm_start_from=warm[0] if warm else None,
     )
     return RoundOutcome(record, module, result)

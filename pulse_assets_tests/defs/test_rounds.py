@@ -128,3 +128,20 @@ def test_re_running_a_round_registers_nothing_new(walked):
     record = again.output_for_node("models__forecast_model")
     assert record.item(0, "trained") is False
     assert record.item(0, "duplicate_of") == record.item(0, "challenger")
+
+
+def test_every_round_stores_each_forecasters_skill_and_the_champions_tests(walked):
+    store = build_resources(walked["settings"])["sql_store"].metrics()
+    model_name = walked["settings"].training.tracking.model_name
+    champion = [r for r in store.history(model_name) if r.scope == "round:champion"]
+    assert {r.window_start.isoformat() for r in champion} == set(ROUNDS)
+    rmse = {r.window_start.isoformat(): r for r in champion if r.metric == "rmse"}
+    frame = stored(walked, "evaluation/retrodiction").filter(pl.col("round") == ROUNDS[3])
+    known = frame.drop_nulls([f"actual_{LABEL}", f"garch_{LABEL}"])
+    expected = ((known[f"forecast_{LABEL}"] - known[f"actual_{LABEL}"]) ** 2).mean() ** 0.5
+    assert rmse[ROUNDS[3]].value == pytest.approx(expected)
+    assert rmse[ROUNDS[3]].naive_value > 0
+    tests = {r.metric for r in champion if r.window_start.isoformat() == ROUNDS[3]}
+    assert {"dm_p_vs_garch_squared", "dm_statistic_vs_ewma_absolute"} <= tests
+    garch = [r for r in store.history(model_name) if r.scope == "round:garch"]
+    assert {r.window_start.isoformat() for r in garch} == set(ROUNDS)
