@@ -273,6 +273,12 @@ class ModelConfig(StrictModel):
     lookback_rows: Annotated[int, Field(ge=1)] = 20
     num_layers: Annotated[int, Field(ge=1)] = 1
 
+    @property
+    def input_window(self) -> int | None:
+        """Rows one forecast reads: a window of ``lookback_rows`` for a recurrent net; None for
+        an MLP, which reads the day's row alone. The one place that knows it."""
+        return None if self.kind == "mlp" else self.lookback_rows
+
 
 class OptimizerConfig(StrictModel):
     name: Literal["adamw", "sgd"] = "adamw"

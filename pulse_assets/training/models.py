@@ -105,7 +105,7 @@ class ForecastModule(nn.Module):
     @property
     def lookback_rows(self) -> int:
         """0 for a model of one row, else the window of rows a recurrent core reads."""
-        return 0 if self.architecture.kind == "mlp" else self.architecture.lookback_rows
+        return self.architecture.input_window or 0
 
     def scalers(self) -> tuple[Scaler, Scaler]:
         """The input and label scalers fitted on the training rows."""

@@ -235,7 +235,7 @@ def train(
     """
     device = resolve_device(config.device)
     opt = config.optimizer
-    lookback = config.model.lookback_rows if config.model.kind != "mlp" else None
+    lookback = config.model.input_window
     inputs, labels, split = _inputs(train_data, valid_data, lookback)
     if split < 1 or split >= len(inputs):
         raise TrainingError(
