@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -157,6 +158,19 @@ def trained_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     settings = Settings.model_validate(raw)
     populate_store(settings, date(2015, 1, 1), date(2016, 12, 31))
     return {"tmp": tmp, "raw": raw, "settings": settings}
+
+
+def isolated_world(world: dict[str, Any], tmp: Path, **training: Any) -> Settings:
+    """Settings over a copy of ``world``'s store with their own SQL store and MLflow under
+    ``tmp``; ``training`` overrides keys of the training section."""
+    shutil.copytree(world["settings"].store.root, tmp / "store")
+    raw = world["raw"] | {
+        "store": {"root": str(tmp / "store")},
+        "sql": {"url": f"sqlite:///{tmp / 'pulse.db'}"},
+    }
+    tracking = {"tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "retries": 0}}
+    raw["training"] = raw["training"] | training | tracking
+    return Settings.model_validate(raw)
 
 
 def train_champion(settings: Settings, checkpoints_root: Path) -> None:

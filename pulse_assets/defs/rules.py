@@ -11,7 +11,7 @@ from pulse_assets.config import Settings
 from pulse_assets.defs.evaluation import RETRODICTION_KEY
 from pulse_assets.defs.features import FEATURES_KEY
 from pulse_assets.defs.metadata import escape_markdown, markdown_table
-from pulse_assets.defs.resources import PartitionStoreResource, RegistryResource, SqlStoreResource
+from pulse_assets.defs.resources import READ_EXISTING_ONLY, RegistryResource, SqlStoreResource
 from pulse_assets.evaluation.retrodiction import window_metrics
 from pulse_assets.rules.loop import RuleData, evaluate_drafts, promote, propose, rule_frame
 from pulse_assets.rules.repository import RuleRecord
@@ -46,11 +46,20 @@ def active_rules_markdown(records: Sequence[RuleRecord]) -> str:
 
 
 def _champion_windows(
-    settings: Settings, partition_store: PartitionStoreResource, registry: RegistryResource
+    settings: Settings,
+    registry: RegistryResource,
+    retrodiction: pl.DataFrame,
+    features: pl.DataFrame,
 ) -> tuple[ModelVersionInfo, RuleData]:
     """The champion and its retrodiction windows with features: what every rule asset reads."""
     champion = require_champion(registry.get())
-    return champion, rule_frame(partition_store.get(), champion.version, settings.rules)
+    return champion, rule_frame(retrodiction, features, champion.version, settings.rules)
+
+
+WINDOW_INPUTS = {
+    "retrodiction": dg.AssetIn(RETRODICTION_KEY, metadata={READ_EXISTING_ONLY: True}),
+    "features": dg.AssetIn(FEATURES_KEY, metadata={READ_EXISTING_ONLY: True}),
+}
 
 
 def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
@@ -65,16 +74,17 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "bin pairs, Welch t-test, Benjamini-Hochberg) and, when OPENAI_API_KEY is set, an LLM. Stored "
             "in the rule repository as draft (or rejected with the parser's reason)."
         ),
-        deps=[RETRODICTION_KEY, FEATURES_KEY],
+        ins=WINDOW_INPUTS,
         kinds={"sql"},
     )
     def rule_candidates(
         context: dg.AssetExecutionContext,
-        partition_store: PartitionStoreResource,
+        retrodiction: pl.DataFrame,
+        features: pl.DataFrame,
         registry: RegistryResource,
         sql_store: SqlStoreResource,
     ) -> dg.MaterializeResult:
-        champion, data = _champion_windows(settings, partition_store, registry)
+        champion, data = _champion_windows(settings, registry, retrodiction, features)
         tags = VersionTags.of(champion)
         scores = window_metrics(data.frame, labels)
         model_info = {
@@ -113,16 +123,18 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             f"only: rmse, mae, r2 and a paired block-bootstrap {config.evaluation.confidence:.0%} interval "
             "of the RMSE improvement, vectorized over all rules. Accepted when the lower bound is above 0."
         ),
+        ins=WINDOW_INPUTS,
         deps=[CANDIDATES_KEY],
         kinds={"sql"},
     )
     def rule_evaluations(
         context: dg.AssetExecutionContext,
-        partition_store: PartitionStoreResource,
+        retrodiction: pl.DataFrame,
+        features: pl.DataFrame,
         registry: RegistryResource,
         sql_store: SqlStoreResource,
     ) -> dg.MaterializeResult:
-        _, data = _champion_windows(settings, partition_store, registry)
+        _, data = _champion_windows(settings, registry, retrodiction, features)
         evaluated = evaluate_drafts(data, sql_store.rules(), config, labels, context.run.run_id)
         results, window = evaluated.results, evaluated.window
         table = (
@@ -163,16 +175,18 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "accepted and active rules on the evaluation windows, skipping rules that conflict (same label, "
             "overlapping conditions, opposite effects); the others retire. Retrodiction applies these next."
         ),
+        ins=WINDOW_INPUTS,
         deps=[EVALUATIONS_KEY],
         kinds={"sql"},
     )
     def active_rules(
         context: dg.AssetExecutionContext,
-        partition_store: PartitionStoreResource,
+        retrodiction: pl.DataFrame,
+        features: pl.DataFrame,
         registry: RegistryResource,
         sql_store: SqlStoreResource,
     ) -> dg.MaterializeResult:
-        _, data = _champion_windows(settings, partition_store, registry)
+        _, data = _champion_windows(settings, registry, retrodiction, features)
         result = promote(data, sql_store.rules(), config, labels, context.run.run_id)
         metadata: dict[str, dg.MetadataValue] = {
             "active": dg.MetadataValue.int(len(result.active)),

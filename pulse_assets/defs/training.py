@@ -1,5 +1,6 @@
 """The training rounds: models/forecast_model, partitioned by round, reading its previous round."""
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -119,6 +120,7 @@ def build_training_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"pytorch", "mlflow"},
         retry_policy=dg.RetryPolicy(max_retries=1),
+        output_required=False,
     )
     def forecast_model(
         context: dg.AssetExecutionContext,
@@ -126,7 +128,7 @@ def build_training_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         labels: pl.DataFrame,
         previous: pl.DataFrame,
         registry: RegistryResource,
-    ) -> dg.Output[pl.DataFrame]:
+    ) -> Iterator[dg.Output[pl.DataFrame]]:
         tags = context.run.tags
         model_registry = registry.get()
         cache = ModelCache(model_registry)
@@ -153,10 +155,26 @@ def build_training_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             cache.add(record.challenger, outcome.challenger_module)
             records.append(record)
             _observe(context, record)
+        if _nothing_changed(context, records):
+            context.log.info(
+                "every round of this run found the version its data and config already made "
+                f"({', '.join(f'{r.round}: {r.duplicate_of}' for r in records)}) and is already "
+                "materialized: nothing registered, nothing downstream made stale"
+            )
+            return
         frame = pl.concat([r.to_frame() for r in records])
-        return dg.Output(frame, metadata=_run_metadata(records, model_registry))
+        yield dg.Output(frame, metadata=_run_metadata(records, model_registry))
 
     return [forecast_model]
+
+
+def _nothing_changed(context: dg.AssetExecutionContext, records: list[RoundRecord]) -> bool:
+    """Every round found its existing version (same data, config and start) and its partition
+    is materialized already: the records are what they were, so no new materialization."""
+    if any(record.trained for record in records):
+        return False
+    materialized = context.instance.get_materialized_partitions(MODEL_KEY)
+    return all(record.round in materialized for record in records)
 
 
 def _observe(context: dg.AssetExecutionContext, record: RoundRecord) -> None:

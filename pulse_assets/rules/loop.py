@@ -27,10 +27,7 @@ from pulse_assets.rules.repository import (
     read_rule,
 )
 from pulse_assets.rules.symbolic import MinerSettings, find_patterns, mine_rules
-from pulse_assets.storage import PartitionStore
 from pulse_assets.training.dataset import TrainingDataError
-
-RETRODICTION_TABLE, FEATURES_TABLE = "evaluation/retrodiction", "features/daily_features"
 
 
 @dataclass(frozen=True)
@@ -41,19 +38,20 @@ class RuleData:
     features: list[str]
 
 
-def rule_frame(store: PartitionStore, champion_version: str, config: RulesConfig) -> RuleData:
-    """The champion's out-of-sample retrodiction windows of the last ``window_days``, with features."""
-    keys = store.keys(RETRODICTION_TABLE)
-    if not keys:
+def rule_frame(
+    retrodiction: pl.DataFrame, features: pl.DataFrame, champion_version: str, config: RulesConfig
+) -> RuleData:
+    """The champion's out-of-sample retrodiction windows of the last ``window_days``, with the
+    features of each day."""
+    if retrodiction.height == 0:
         raise TrainingDataError(
-            "no retrodiction partitions in the store: backfill evaluation/retrodiction first"
+            "no retrodiction rows: backfill evaluation/retrodiction over some rounds first"
         )
-    everything = store.read(RETRODICTION_TABLE, keys)
-    last = everything.get_column("date").max()
+    last = retrodiction.get_column("date").max()
     if not isinstance(last, date):
-        raise TrainingDataError("the retrodiction partitions hold no day: backfill them again")
+        raise TrainingDataError("the retrodiction rows hold no day: backfill them again")
     first = last - timedelta(days=config.window_days - 1)
-    windows = everything.filter(
+    windows = retrodiction.filter(
         (pl.col("date") >= first)
         & (pl.col("model_version") == champion_version)
         & ~pl.col("in_sample")
@@ -63,9 +61,6 @@ def rule_frame(store: PartitionStore, champion_version: str, config: RulesConfig
             f"no out-of-sample retrodiction windows of champion {champion_version} "
             f"between {first} and {last}: backfill evaluation/retrodiction for it"
         )
-    features = store.read_range(
-        FEATURES_TABLE, str(windows.get_column("date").min()), last.isoformat()
-    )
     names = [c for c in feature_columns(features) if c not in windows.columns]
     return RuleData(
         windows.join(features.select("date", *names), on="date", how="left").sort("date"), names

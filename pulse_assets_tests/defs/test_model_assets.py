@@ -1,6 +1,5 @@
 """Training rounds, retrodiction, drift and the drift sensor on a temporary Dagster instance."""
 
-import shutil
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from pulse_assets.storage import PartitionStore
 from pulse_assets.storage.sql import connect
 from pulse_assets.training.audit import holder_at
 from pulse_assets.training.registry import CHALLENGER, CHAMPION, ModelRegistry, VersionTags
+from pulse_assets_tests.conftest import isolated_world
 
 ROUNDS = ["2016-07-01", "2016-08-01", "2016-09-01", "2016-10-01", "2016-11-01", "2016-12-01"]
 LATEST = ROUNDS[-1]
@@ -32,19 +32,14 @@ def world(trained_world, tmp_path_factory):
     """A copy of the populated store, its own registry, and the rounds trained through Dagster;
     a challenger is trained every round and never promoted."""
     tmp = tmp_path_factory.mktemp("model_assets")
-    shutil.copytree(trained_world["settings"].store.root, tmp / "store")
-    raw = trained_world["raw"] | {
-        "store": {"root": str(tmp / "store")},
-        "sql": {"url": f"sqlite:///{tmp / 'pulse.db'}"},
-    }
-    raw["training"] = raw["training"] | {
-        "model": {"kind": "mlp", "hidden_sizes": [8], "dropout": 0.0},
+    settings = isolated_world(
+        trained_world,
+        tmp,
+        model={"kind": "mlp", "hidden_sizes": [8], "dropout": 0.0},
         # the first version stays champion (promotions are tested in test_rounds.py), so the
         # rule loop has months of one champion's retrodiction to mine
-        "promotion": {"min_improvement": 0.99},
-        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "retries": 0},
-    }
-    settings = Settings.model_validate(raw)
+        promotion={"min_improvement": 0.99},
+    )
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
         patch.setenv("PULSE_HOME", str(tmp / "pulse_home"))  # checkpoints and MLflow artifacts
         result = dg.materialize(
@@ -58,7 +53,7 @@ def world(trained_world, tmp_path_factory):
         yield {"settings": settings, "instance": instance, "tmp": tmp, "training": result}
 
 
-def materialize(world, keys, first, last):
+def materialize(world, keys, first, last, raise_on_error=True):
     settings = world["settings"]
     return dg.materialize(
         build_assets(settings),
@@ -66,6 +61,7 @@ def materialize(world, keys, first, last):
         resources=build_resources(settings),
         instance=world["instance"],
         tags=range_tags(first, last),
+        raise_on_error=raise_on_error,
     )
 
 
@@ -161,15 +157,7 @@ def failure_cause(result: dg.ExecuteInProcessResult) -> SerializableErrorInfo:
 
 
 def materialize_failing(world, keys, first, last):
-    settings = world["settings"]
-    return dg.materialize(
-        build_assets(settings),
-        selection=keys,
-        resources=build_resources(settings),
-        instance=world["instance"],
-        tags=range_tags(first, last),
-        raise_on_error=False,
-    )
+    return materialize(world, keys, first, last, raise_on_error=False)
 
 
 def inject_drift(store: PartitionStore, first: str, last: str, column: str) -> None:
@@ -261,8 +249,10 @@ def test_a_drift_retrain_learns_the_drifted_days_once(world):
 
     repeat = live_run()
     assert repeat.success
-    again = repeat.output_for_node("models__forecast_model")
-    assert again.item(0, "trained") is False and again.item(0, "duplicate_of") == version
+    assert not repeat.asset_materializations_for_node("models__forecast_model")
+    observed = repeat.asset_observations_for_node("models__forecast_model")[0].metadata
+    assert observed["trained"].value is False
+    assert observed["duplicate_of"].value == version
     assert [v.version for v in registry.versions()] == [*before, version]
 
 

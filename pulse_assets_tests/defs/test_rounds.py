@@ -3,14 +3,12 @@ baselines and the scoreboard, on a temporary instance over real data."""
 
 from __future__ import annotations
 
-import shutil
 from datetime import date
 
 import dagster as dg
 import polars as pl
 import pytest
 
-from pulse_assets.config import Settings
 from pulse_assets.definitions import build_assets, build_resources
 from pulse_assets.defs.evaluation import RETRODICTION_KEY, SCOREBOARD_KEY
 from pulse_assets.defs.partitions import range_tags
@@ -18,25 +16,18 @@ from pulse_assets.defs.training import MODEL_KEY
 from pulse_assets.storage import PartitionStore
 from pulse_assets.training.audit import holder_at
 from pulse_assets.training.registry import CHAMPION, VersionTags
+from pulse_assets_tests.conftest import isolated_world
 
 ROUNDS = ["2016-07-01", "2016-08-01", "2016-09-01", "2016-10-01", "2016-11-01", "2016-12-01"]
 LABEL = "sp500_abs_return_next"
+SMALL_MLP = {"kind": "mlp", "hidden_sizes": [8], "dropout": 0.0}
 
 
 @pytest.fixture(scope="module")
 def walked(trained_world, tmp_path_factory):
     """Six monthly rounds, their retrodiction and the scoreboard, each as one run."""
     tmp = tmp_path_factory.mktemp("rounds")
-    shutil.copytree(trained_world["settings"].store.root, tmp / "store")
-    raw = trained_world["raw"] | {
-        "store": {"root": str(tmp / "store")},
-        "sql": {"url": f"sqlite:///{tmp / 'pulse.db'}"},
-    }
-    raw["training"] = raw["training"] | {
-        "model": {"kind": "mlp", "hidden_sizes": [8], "dropout": 0.0},
-        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "retries": 0},
-    }
-    settings = Settings.model_validate(raw)
+    settings = isolated_world(trained_world, tmp, model=SMALL_MLP)
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
         patch.setenv("PULSE_HOME", str(tmp / "pulse_home"))
         runs = {
@@ -125,9 +116,11 @@ def test_re_running_a_round_registers_nothing_new(walked):
     )
     assert again.success
     assert [v.version for v in registry.versions()] == before
-    record = again.output_for_node("models__forecast_model")
-    assert record.item(0, "trained") is False
-    assert record.item(0, "duplicate_of") == record.item(0, "challenger")
+    # nothing changed, so nothing is materialized and nothing downstream is made stale
+    assert not again.asset_materializations_for_node("models__forecast_model")
+    observed = again.asset_observations_for_node("models__forecast_model")[0].metadata
+    assert observed["trained"].value is False
+    assert observed["duplicate_of"].value == str(observed["challenger_version"].value)
 
 
 def test_every_round_stores_each_forecasters_skill_and_the_champions_tests(walked):
