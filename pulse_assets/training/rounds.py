@@ -142,13 +142,14 @@ def known_labels(labels: pl.DataFrame, cutoff: date) -> pl.DataFrame:
 
 
 def live_cutoff(labels: pl.DataFrame, window: RoundWindow) -> date:
-    """The cutoff of a live re-run: the day after the latest trading day with data (so every
-    label resolved by then counts), capped at the round's end, never before its start."""
+    """The cutoff of a live re-run: the day after the round's latest trading day with data, so
+    every label resolved by then counts; the round's start when it has no day yet. It never
+    passes the round's end: the latest day inside the round is before it."""
     inside = labels.filter(pl.col("date") >= window.start, pl.col("date") < window.end)
     if inside.height == 0:
         return window.start
     latest: date = inside.get_column("date").max()  # type: ignore[assignment]
-    return min(window.end, latest + timedelta(days=1))
+    return latest + timedelta(days=1)
 
 
 @dataclass(frozen=True)
