@@ -125,6 +125,22 @@ def _record_round(
         )
 
 
+def _log_round_to_mlflow(
+    registry: ModelRegistry, window: RoundWindow, frame: pl.DataFrame, skill: pl.DataFrame
+) -> None:
+    """The round's out-of-sample skill of every forecaster on the MLflow run of each version
+    that was champion in it, step = the round as YYYYMM, so MLflow ranks and plots versions by
+    what they did after training, beside the baselines."""
+    figures: dict[str, float | None] = {
+        f"retrodiction_{row['forecaster']}_{metric}": row[metric]
+        for row in skill.iter_rows(named=True)
+        for metric in ("rmse", "qlike")
+    }
+    step = window.start.year * 100 + window.start.month
+    for version in frame.get_column("model_version").unique().sort().to_list():
+        registry.log_version_metrics(version, figures, step=step)
+
+
 def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     label = settings.training.labels[0]
     round_defs = round_partitions(settings)
@@ -200,6 +216,7 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 dm,
                 context.run.run_id,
             )
+            _log_round_to_mlflow(model_registry, window, frame, skill)
             context.log_event(
                 dg.AssetObservation(
                     asset_key=RETRODICTION_KEY,

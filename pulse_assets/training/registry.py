@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
@@ -258,6 +259,43 @@ class ModelRegistry:
                     raise
 
         self._call("create registered model", create)
+
+    def describe(self, info: ModelVersionInfo, run_name: str | None, description: str) -> None:
+        """Give the version's MLflow run and the version one line of description (and the run
+        a name, when given)."""
+        if info.run_id:
+            run_id = info.run_id
+            if run_name:
+                self._call(
+                    "name run", lambda: self.client.set_tag(run_id, "mlflow.runName", run_name)
+                )
+            self._call(
+                "describe run",
+                lambda: self.client.set_tag(run_id, "mlflow.note.content", description),
+            )
+        self._call(
+            "describe version",
+            lambda: self.client.update_model_version(
+                self.model_name, info.version, description=description
+            ),
+        )
+
+    def log_version_metrics(
+        self, version: str, metrics: dict[str, float | None], step: int = 0
+    ) -> None:
+        """Metrics on the MLflow run that trained ``version`` (NaN and inf left out), so MLflow
+        ranks versions by what they did after training, out of sample."""
+        run_id = self.version(version).run_id
+        if run_id is None:
+            return
+        stamp = int(time.time() * 1000)
+        finite = [
+            Metric(key, float(value), stamp, step)
+            for key, value in metrics.items()
+            if value is not None and np.isfinite(value)
+        ]
+        if finite:
+            self._call("log version metrics", lambda: self.client.log_batch(run_id, metrics=finite))
 
     def version(self, version: str) -> ModelVersionInfo:
         found = self._call(

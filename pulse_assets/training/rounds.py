@@ -338,6 +338,8 @@ def run_round(
 ) -> RoundOutcome:
     """Decide the round's champion, then train (or find) and register its challenger."""
     decision = _champion_of_round(context, window, previous, features, labels)
+    if previous is not None and decision.days:
+        _record_shadow_outcome(context, previous, decision)
     data = round_data(features, labels, context.training, context.rounds, cutoff)
     warm = _warm_start(context, decision.champion if previous else None, data)
     identity = _training_id(context, data, warm)
@@ -419,6 +421,27 @@ def _champion_of_round(
         context.training.promotion,
         context.rounds.min_shadow_days,
         context.training.labels[0],
+    )
+
+
+def _record_shadow_outcome(
+    context: RoundContext, previous: RoundRecord, decision: ShadowDecision
+) -> None:
+    """The previous challenger's out-of-sample result, on its MLflow run and its version."""
+    registry = context.registry
+    registry.log_version_metrics(
+        previous.challenger,
+        {
+            "shadow_rmse": decision.challenger_rmse,
+            "shadow_champion_rmse": decision.champion_rmse,
+            "shadow_dm_p_value": decision.dm_p_value,
+            "shadow_days": float(decision.days),
+        },
+    )
+    registry.describe(
+        registry.version(previous.challenger),
+        None,
+        f"Challenger of round {previous.round}: {decision.reason}.",
     )
 
 
@@ -517,7 +540,16 @@ def _register(
         config=config.model_dump(mode="json"),
         version_tags=tags.to_tags(),
     )
-    return context.registry.log_training(record, result.module).version
+    info = context.registry.log_training(record, result.module)
+    start = f"warm from v{warm[0]}" if warm else "cold start"
+    context.registry.describe(
+        info,
+        f"v{info.version}-{context.trigger}-{cutoff}",
+        f"Challenger of round {window.key} ({context.trigger}): trained on {data.first}..{data.last}"
+        f" ({len(data.fit)} fit rows, {start}), best validation loss {result.best_val_loss:.4g}"
+        f" at epoch {result.best_epoch}; judged on the round's shadow days at the next round.",
+    )
+    return info.version
 
 
 def _params(

@@ -58,6 +58,11 @@ class TrainResult:
     recoveries: list[str] = field(default_factory=list)
     anomalies: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def best_val_loss(self) -> float:
+        """The validation loss of the epoch whose weights were kept (NaN with no epoch run)."""
+        return min((r.val_loss for r in self.history), default=math.nan)
+
 
 def resolve_device(setting: str) -> torch.device:
     if setting == "cuda" and not torch.cuda.is_available():

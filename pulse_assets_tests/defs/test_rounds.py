@@ -138,3 +138,25 @@ def test_every_round_stores_each_forecasters_skill_and_the_champions_tests(walke
     assert {"dm_p_vs_garch_squared", "dm_statistic_vs_ewma_absolute"} <= tests
     garch = [r for r in store.history(model_name) if r.scope == "round:garch"]
     assert {r.window_start.isoformat() for r in garch} == set(ROUNDS)
+
+
+def test_mlflow_names_describes_and_ranks_versions_by_what_they_did_out_of_sample(walked):
+    registry = build_resources(walked["settings"])["registry"].get()
+    records = stored(walked, "models/forecast_model").sort("start")
+    judged = records.row(1, named=True)  # round 2's challenger, judged at round 3
+    info = registry.version(judged["challenger"])
+    run = registry.client.get_run(info.run_id)
+    cutoff = judged["cutoff"].isoformat()
+    assert run.info.run_name == f"v{info.version}-manual-{cutoff}"
+    assert f"Challenger of round {judged['round']}" in run.data.tags["mlflow.note.content"]
+    version = registry.client.get_model_version(registry.model_name, info.version)
+    assert "shadow days" in version.description
+    assert ("not promoted" in version.description) != (
+        records.row(2, named=True)["champion"] == judged["challenger"]
+    )
+    assert run.data.metrics["shadow_rmse"] > 0 and run.data.metrics["shadow_days"] >= 5
+    champion = records.row(0, named=True)["champion"]
+    history = registry.client.get_metric_history(
+        registry.version(champion).run_id, "retrodiction_garch_rmse"
+    )
+    assert {point.step for point in history} >= {201607}
