@@ -373,7 +373,7 @@ class RoundsConfig(StrictModel):
     warm_start: bool = Field(
         default=True, description="start each round from the champion's weights"
     )
-    warm_start_epochs: Annotated[int, Field(ge=1)] = 8
+    warm_start_epochs: Annotated[int, Field(ge=1)] = 3
     min_shadow_days: Annotated[int, Field(ge=3)] = Field(
         default=10, description="fewer shadow days of a challenger: the champion is kept"
     )
