@@ -3,6 +3,8 @@ the scoreboard over every round."""
 
 import base64
 import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,12 @@ from pulse_assets.evaluation.retrodiction import (
     with_rules,
 )
 from pulse_assets.evaluation.scoreboard import CHAMPION as CHAMPION_FORECASTER
-from pulse_assets.evaluation.scoreboard import dm_table, skill_table, winner_line
+from pulse_assets.evaluation.scoreboard import (
+    best_baseline_comparison,
+    dm_table,
+    skill_table,
+    winner_line,
+)
 from pulse_assets.features.pipeline import feature_columns
 from pulse_assets.metrics.forecast_skill import FORECAST_SKILL_NAMES
 from pulse_assets.metrics.store import MetricsStore
@@ -42,6 +49,7 @@ from pulse_assets.training.rounds import RoundWindow
 
 RETRODICTION_KEY = dg.AssetKey(["evaluation", "retrodiction"])
 SCOREBOARD_KEY = dg.AssetKey(["evaluation", "scoreboard"])
+BEATS_BASELINE_CHECK = "beats_best_baseline"
 
 
 class ServiceLookup:
@@ -141,6 +149,19 @@ def _log_round_to_mlflow(
         registry.log_version_metrics(version, figures, step=step)
 
 
+def _beats_baseline(frame: pl.DataFrame, label: str) -> dg.AssetCheckResult:
+    compared = best_baseline_comparison(skill_table(frame, label), dm_table(frame, label))
+    return dg.AssetCheckResult(
+        check_name=BEATS_BASELINE_CHECK,
+        passed=compared.champion_wins,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=asdict(compared),
+        description=f"champion RMSE {compared.champion_rmse:.4g} against "
+        f"{compared.best_baseline} {compared.best_baseline_rmse:.4g} (DM p "
+        f"{compared.dm_p_value:.3g})",
+    )
+
+
 def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     label = settings.training.labels[0]
     round_defs = round_partitions(settings)
@@ -172,6 +193,14 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=dg.AutomationCondition.eager(),
         kinds={"pytorch", "parquet"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                BEATS_BASELINE_CHECK,
+                asset=RETRODICTION_KEY,
+                description="Warns when the champion of the day's RMSE over the run's rounds is "
+                "not below the best standard baseline's (naive, trailing mean, EWMA, GARCH).",
+            )
+        ],
     )
     def retrodiction(
         context: dg.AssetExecutionContext,
@@ -180,7 +209,7 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         label_rows: pl.DataFrame,
         registry: RegistryResource,
         sql_store: SqlStoreResource,
-    ) -> dg.Output[pl.DataFrame]:
+    ) -> Iterator[dg.Output[pl.DataFrame] | dg.AssetCheckResult]:
         model_registry = registry.get()
         require_champion(model_registry)  # no champion: nothing forecast, say what to do
         service = ServiceLookup(model_registry, ModelCache(model_registry))
@@ -229,7 +258,8 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "in_sample_rows": int(frame["in_sample"].sum()),
             "active_rules": ", ".join(record.rule_id for record, _ in rules) or "none",
         }
-        return versioned_output(frame, metadata)
+        yield versioned_output(frame, metadata)
+        yield _beats_baseline(frame, label)
 
     @dg.asset(
         key=SCOREBOARD_KEY,

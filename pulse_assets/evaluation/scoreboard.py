@@ -9,6 +9,8 @@ loss: a negative statistic means the champion's loss was lower.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 
 from pulse_assets.evaluation.baselines import Baseline
@@ -104,4 +106,34 @@ def winner_line(skill: pl.DataFrame, dm: pl.DataFrame) -> str:
     return (
         f"the baseline {best['forecaster']} won (RMSE {best['rmse']:.5f} against the champion's "
         f"{mine}): the learned model did not beat the field's standard; {significance}"
+    )
+
+
+@dataclass(frozen=True)
+class BaselineComparison:
+    """The champion's RMSE against the best baseline's, with the DM test between them."""
+
+    champion_rmse: float
+    best_baseline: str
+    best_baseline_rmse: float
+    dm_p_value: float
+
+    @property
+    def champion_wins(self) -> bool:
+        return self.champion_rmse < self.best_baseline_rmse
+
+
+def best_baseline_comparison(skill: pl.DataFrame, dm: pl.DataFrame) -> BaselineComparison:
+    """What a "does the model beat the field's standard" check reads (DM on squared loss)."""
+    ranked = skill.filter(~pl.col("forecaster").is_in([CHAMPION, SHADOW])).sort("rmse")
+    champion = skill.filter(pl.col("forecaster") == CHAMPION)
+    if ranked.height == 0 or champion.height == 0:
+        raise ValueError("no champion or baseline forecast to compare on these days")
+    best = ranked.row(0, named=True)
+    test = dm.filter((pl.col("baseline") == best["forecaster"]) & (pl.col("loss") == "squared"))
+    return BaselineComparison(
+        champion_rmse=float(champion["rmse"][0]),
+        best_baseline=str(best["forecaster"]),
+        best_baseline_rmse=float(best["rmse"]),
+        dm_p_value=float(test["p_value"][0]) if test.height else float("nan"),
     )

@@ -160,3 +160,23 @@ def test_mlflow_names_describes_and_ranks_versions_by_what_they_did_out_of_sampl
         registry.version(champion).run_id, "retrodiction_garch_rmse"
     )
     assert {point.step for point in history} >= {201607}
+
+
+def test_the_beats_best_baseline_check_warns_by_the_stored_forecasts(walked):
+    run = walked["runs"][RETRODICTION_KEY]
+    check = next(
+        e for e in run.get_asset_check_evaluations() if e.check_name == "beats_best_baseline"
+    )
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    frame = stored(walked, "evaluation/retrodiction")
+    columns = {"champion": "forecast", "naive": "naive", "trailing_mean": "trailing_mean"}
+    columns |= {"ewma": "ewma", "garch": "garch"}
+    known = frame.drop_nulls([f"actual_{LABEL}", *(f"{c}_{LABEL}" for c in columns.values())])
+    rmse = {
+        name: ((known[f"{c}_{LABEL}"] - known[f"actual_{LABEL}"]) ** 2).mean() ** 0.5
+        for name, c in columns.items()
+    }
+    best = min((n for n in rmse if n != "champion"), key=rmse.__getitem__)
+    assert check.metadata["best_baseline"].value == best
+    assert check.metadata["champion_rmse"].value == pytest.approx(rmse["champion"])
+    assert check.passed == (rmse["champion"] < rmse[best])
