@@ -6,7 +6,9 @@ import argparse
 import os
 import shutil
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,6 +75,51 @@ def summarize(result: dg.ExecuteInProcessResult) -> list[str]:
     ]
 
 
+class Progress:
+    """Prints, every few seconds while a run goes on, the steps it finished and the rounds it
+    trained or retrodicted (their observations), read from the instance's event log."""
+
+    def __init__(self, instance: dg.DagsterInstance, run_id: str, every_s: float = 5.0) -> None:
+        self._instance, self._run_id, self._every_s = instance, run_id, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._started = time.perf_counter()
+        self._reported: set[str] = set()
+        self._rounds = 0
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._report()  # what finished since the last look
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._every_s):
+            self._report()
+
+    def _report(self) -> None:
+        kinds = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.ASSET_OBSERVATION}
+        records = self._instance.get_records_for_run(self._run_id, of_type=kinds).records
+        done = [
+            r.event_log_entry.step_key
+            for r in records
+            if r.event_log_entry.is_dagster_event
+            and r.event_log_entry.dagster_event_type == dg.DagsterEventType.STEP_SUCCESS
+        ]
+        rounds = len(records) - len(done)
+        new = [step for step in done if step and step not in self._reported]
+        elapsed = time.perf_counter() - self._started
+        for step in new:
+            print(f"    {elapsed:5.0f} s  {step.replace('__', '/')} done", flush=True)
+        if rounds > self._rounds:
+            print(f"    {elapsed:5.0f} s  {rounds} round(s) done", flush=True)
+        self._reported.update(s for s in new if s)
+        self._rounds = rounds
+
+
 def _step(
     title: str,
     settings: Settings,
@@ -84,9 +131,15 @@ def _step(
     print(f"\n{title} ...", flush=True)
     started = time.perf_counter()
     job = build_definitions(settings).resolve_job_def(job_name)
-    result = job.execute_in_process(
-        instance=instance, tags=tags, run_config=QUIET_CONSOLE, asset_selection=assets
-    )
+    run_id = str(uuid.uuid4())
+    with Progress(instance, run_id):
+        result = job.execute_in_process(
+            instance=instance,
+            tags=tags,
+            run_config=QUIET_CONSOLE,
+            asset_selection=assets,
+            run_id=run_id,
+        )
     print(f"    done in {time.perf_counter() - started:.1f} s (run {result.run_id})")
     return result
 
