@@ -14,7 +14,12 @@ import polars as pl
 
 from pulse_assets.config import Settings
 from pulse_assets.defs.features import FEATURES_KEY, LABELS_KEY
-from pulse_assets.defs.metadata import frame_metadata, markdown_table, versioned_output
+from pulse_assets.defs.metadata import (
+    frame_metadata,
+    markdown_table,
+    rounded,
+    versioned_output,
+)
 from pulse_assets.defs.partitions import round_partitions, rounds_covering
 from pulse_assets.defs.resources import READ_EXISTING_ONLY, RegistryResource, SqlStoreResource
 from pulse_assets.defs.training import MODEL_KEY, ModelCache, round_windows
@@ -155,7 +160,7 @@ def _beats_baseline(frame: pl.DataFrame, label: str) -> dg.AssetCheckResult:
         check_name=BEATS_BASELINE_CHECK,
         passed=compared.champion_wins,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata=asdict(compared),
+        metadata=rounded(asdict(compared)),
         description=f"champion RMSE {compared.champion_rmse:.4g} against "
         f"{compared.best_baseline} {compared.best_baseline_rmse:.4g} (DM p "
         f"{compared.dm_p_value:.3g})",
@@ -250,7 +255,9 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 dg.AssetObservation(
                     asset_key=RETRODICTION_KEY,
                     partition=window.key,
-                    metadata=_round_figures(frame, skill, dm, fitted.garch_fallback_reason),
+                    metadata=rounded(
+                        _round_figures(frame, skill, dm, fitted.garch_fallback_reason)
+                    ),
                 )
             )
         frame = pl.concat(frames, how="diagonal_relaxed")

@@ -10,10 +10,55 @@ import polars as pl
 
 from pulse_assets.storage import content_hash
 
+SIGNIFICANT_FIGURES = 4
+
+# What a column of a forecast table holds, by the start of its name.
+COLUMN_MEANINGS = {
+    "forecast_": "forecast by the version that was champion that day",
+    "shadow_": "forecast by the round's challenger, in the shadow",
+    "naive_": "naive persistence: the latest realized value",
+    "trailing_mean_": "trailing mean of |r| (baselines.trailing_days)",
+    "ewma_": "EWMA (RiskMetrics) forecast of |r|",
+    "garch_": "GARCH(1,1)-t forecast of |r| (EWMA when the round's fit failed)",
+    "actual_": "what happened: the label of the day (the next trading day's value)",
+    "error_": "champion's forecast minus actual",
+    "naive_error_": "naive forecast minus actual",
+    "adjusted_": "champion's forecast adjusted by the active rules",
+    "adjusted_error_": "rule-adjusted forecast minus actual",
+    "label_": "target: the next trading day's value (never an input)",
+}
+COLUMN_MEANINGS_EXACT = {
+    "date": "the day (the partition's day, or a day of the round)",
+    "entity": "what the row is about",
+    "model_version": "the version that was champion that day (from the alias audit)",
+    "challenger_version": "the round's challenger, forecasting in the shadow",
+    "in_sample": "whether the day was inside the forecasting version's training",
+    "round": "the training round the day belongs to",
+}
+
+
+def column_description(name: str) -> str | None:
+    """What column ``name`` holds (the longest matching prefix wins), or None."""
+    if name in COLUMN_MEANINGS_EXACT:
+        return COLUMN_MEANINGS_EXACT[name]
+    matches = [prefix for prefix in COLUMN_MEANINGS if name.startswith(prefix)]
+    return COLUMN_MEANINGS[max(matches, key=len)] if matches else None
+
+
+def rounded(figures: dict[str, Any]) -> dict[str, Any]:
+    """Floats to 4 significant figures, so the UI shows 0.004495, not 0.004494734467626935."""
+    return {
+        key: float(f"{value:.{SIGNIFICANT_FIGURES}g}") if isinstance(value, float) else value
+        for key, value in figures.items()
+    }
+
 
 def frame_metadata(frame: pl.DataFrame, time_column: str = "date") -> dict[str, Any]:
     schema = dg.TableSchema(
-        columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
+        columns=[
+            dg.TableColumn(name, str(dtype), description=column_description(name))
+            for name, dtype in frame.schema.items()
+        ]
     )
     times = frame.get_column(time_column) if frame.height else None
     return {

@@ -8,6 +8,7 @@ import polars as pl
 
 from pulse_assets.config import Settings, checkpoints_root
 from pulse_assets.defs.features import FEATURES_KEY, LABELS_KEY
+from pulse_assets.defs.metadata import rounded
 from pulse_assets.defs.partitions import round_partitions, rounds_covering
 from pulse_assets.defs.resources import READ_EXISTING_ONLY, RegistryResource
 from pulse_assets.defs.tags import CUTOFF_TAG, DRIFTED_FEATURES_TAG, LIVE_CUTOFF, TRIGGER_TAG
@@ -184,7 +185,7 @@ def _observe(context: dg.AssetExecutionContext, record: RoundRecord) -> None:
         dg.AssetObservation(
             asset_key=MODEL_KEY,
             partition=record.round,
-            metadata=round_metadata(record),  # type: ignore[arg-type]
+            metadata=rounded(round_metadata(record)),
         )
     )
 

@@ -17,3 +17,16 @@ def test_a_quarantined_value_from_a_source_renders_as_one_literal_cell() -> None
     assert "<img" not in html and "<strong" not in html
     assert html.count("<td>") == 2, html  # the pipe inside the value did not split the row
     assert "margin=&lt;img src=x onerror=alert(1)&gt; | **x** is not a float" in html
+
+
+def test_floats_are_shown_to_four_significant_figures_and_columns_say_what_they_hold() -> None:
+    from pulse_assets.defs.metadata import column_description, rounded
+
+    assert rounded({"rmse": 0.004494734467626935, "rows": 12, "name": "x"}) == {
+        "rmse": 0.004495,
+        "rows": 12,
+        "name": "x",
+    }
+    assert column_description("naive_error_sp500_abs_return_next") == "naive forecast minus actual"
+    assert column_description("naive_sp500_abs_return_next").startswith("naive persistence")
+    assert column_description("sp500_log_return") is None
