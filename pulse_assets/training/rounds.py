@@ -359,14 +359,8 @@ def run_round(
         module = result.module
         challenger = _register(context, window, cutoff, data, result, decision, warm, identity)
     champion = decision.champion or challenger
-    _move(
-        context,
-        CHAMPION,
-        champion,
-        window.start,
-        decision.reason if decision.champion else "first model: no champion to beat",
-        decision.figures(),
-    )
+    reason = decision.reason if decision.champion else "first model: no champion to beat"
+    _move(context, CHAMPION, champion, window.start, reason, decision.figures())
     _move(context, CHALLENGER, challenger, cutoff, f"trained for round {window.key}", {})
     record = RoundRecord(
         round=window.key,
@@ -376,7 +370,7 @@ def run_round(
         challenger=challenger,
         challenger_cutoff=cutoff,
         promoted=decision.promoted,
-        decision=decision.reason if decision.champion else "first model: no champion to beat",
+        decision=reason,
         shadow_days=decision.days,
         shadow_champion_rmse=decision.champion_rmse,
         shadow_challenger_rmse=decision.challenger_rmse,
