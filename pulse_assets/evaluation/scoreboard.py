@@ -82,14 +82,18 @@ def _verdict(statistic: float, p_value: float) -> str:
 
 
 def winner_line(skill: pl.DataFrame, dm: pl.DataFrame) -> str:
-    """One honest sentence: who had the lowest RMSE, and whether the champion's difference
-    from the best baseline is significant on squared loss."""
+    """One honest sentence: who had the lowest RMSE, whether the champion's difference from the
+    best baseline is significant on squared loss, and who had the lowest QLIKE (the loss the
+    volatility field ranks forecasts by), when that is someone else."""
     if skill.height == 0:
         return "no out-of-sample day with every forecast known: nothing to compare yet"
+    return f"{_rmse_sentence(skill, dm)}{_qlike_clause(skill)}"
+
+
+def _rmse_sentence(skill: pl.DataFrame, dm: pl.DataFrame) -> str:
     ranked = skill.filter(pl.col("forecaster") != SHADOW).sort("rmse")
     best = ranked.row(0, named=True)
-    baselines = ranked.filter(pl.col("forecaster") != CHAMPION)
-    rival = baselines.row(0, named=True)
+    rival = ranked.filter(pl.col("forecaster") != CHAMPION).row(0, named=True)
     test = dm.filter((pl.col("baseline") == rival["forecaster"]) & (pl.col("loss") == "squared"))
     significance = (
         f"DM p = {test['p_value'][0]:.3g} against {rival['forecaster']}: {test['verdict'][0]}"
@@ -106,6 +110,20 @@ def winner_line(skill: pl.DataFrame, dm: pl.DataFrame) -> str:
     return (
         f"the baseline {best['forecaster']} won (RMSE {best['rmse']:.5f} against the champion's "
         f"{mine}): the learned model did not beat the field's standard; {significance}"
+    )
+
+
+def _qlike_clause(skill: pl.DataFrame) -> str:
+    scored = skill.filter((pl.col("forecaster") != SHADOW) & pl.col("qlike").is_not_nan())
+    champion = scored.filter(pl.col("forecaster") == CHAMPION)
+    if scored.height == 0 or champion.height == 0:
+        return ""
+    best = scored.sort("qlike").row(0, named=True)
+    if best["forecaster"] == CHAMPION:
+        return "; the champion also had the lowest QLIKE"
+    return (
+        f"; on QLIKE, though, {best['forecaster']} was better ({best['qlike']:.4f} against the "
+        f"champion's {champion['qlike'][0]:.4f})"
     )
 
 
