@@ -92,7 +92,7 @@ def build_drift_assets(
             "latest_checks": markdown_table(
                 latest.sort("q_value")
                 .select("feature", "statistic", "q_value", "psi", "wasserstein", "drifted")
-                .with_columns(pl.col(pl.Float64).round(4)),
+                .with_columns(pl.col(pl.Float64).round_sig_figs(4)),
                 max_rows=30,
             ),
         }

@@ -305,8 +305,10 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "span": f"{first!s}...{last!s}",
             "rounds": rounds.height,
             "promotions": int(rounds["promoted"].sum()) if rounds.height else 0,
-            "skill": markdown_table(skill.with_columns(pl.col(pl.Float64).round(6))),
-            "diebold_mariano": markdown_table(dm.with_columns(pl.col(pl.Float64).round(4))),
+            "skill": markdown_table(skill.with_columns(pl.col(pl.Float64).round_sig_figs(4))),
+            "diebold_mariano": markdown_table(
+                dm.with_columns(pl.col(pl.Float64).round_sig_figs(4))
+            ),
             "chart": dg.MetadataValue.md(f"![scoreboard](data:image/png;base64,{image})"),
         }
         context.log.info(str(metadata["verdict"]))
