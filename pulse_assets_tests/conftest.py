@@ -178,8 +178,8 @@ def train_champion(settings: Settings, checkpoints_root: Path) -> None:
     challenger) from the round's start on."""
     from pulse_assets.definitions import build_resources
     from pulse_assets.defs.partitions import round_partitions
-    from pulse_assets.defs.training import ModelCache
     from pulse_assets.training.rounds import RoundContext, RoundWindow, run_round
+    from pulse_assets.training.service import ModelCache
 
     resources = build_resources(settings)
     registry = resources["registry"].get()

@@ -5,7 +5,7 @@ import base64
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,10 @@ from pulse_assets.defs.metadata import (
 )
 from pulse_assets.defs.partitions import round_partitions, rounds_covering
 from pulse_assets.defs.resources import READ_EXISTING_ONLY, RegistryResource, SqlStoreResource
-from pulse_assets.defs.training import MODEL_KEY, ModelCache, round_windows
+from pulse_assets.defs.training import MODEL_KEY, round_windows
 from pulse_assets.evaluation.baselines import Baseline, fit_baselines
 from pulse_assets.evaluation.charts import scoreboard_chart
 from pulse_assets.evaluation.retrodiction import (
-    Forecaster,
     abs_returns,
     retrodict_round,
     with_rules,
@@ -42,45 +41,16 @@ from pulse_assets.features.pipeline import feature_columns
 from pulse_assets.metrics.forecast_skill import FORECAST_SKILL_NAMES
 from pulse_assets.metrics.store import MetricsStore
 from pulse_assets.rules.loop import active_rules
-from pulse_assets.training.audit import AliasEvent, holder_at
 from pulse_assets.training.registry import (
-    CHALLENGER,
-    CHAMPION,
     ModelRegistry,
-    VersionTags,
     require_champion,
 )
 from pulse_assets.training.rounds import RoundWindow
+from pulse_assets.training.service import ModelCache, ServiceLookup
 
 RETRODICTION_KEY = dg.AssetKey(["evaluation", "retrodiction"])
 SCOREBOARD_KEY = dg.AssetKey(["evaluation", "scoreboard"])
 BEATS_BASELINE_CHECK = "beats_best_baseline"
-
-
-class ServiceLookup:
-    """Which version forecast day t, from the alias audit read once per run."""
-
-    def __init__(self, registry: ModelRegistry, cache: ModelCache) -> None:
-        self._registry = registry
-        self._cache = cache
-        self._history: list[AliasEvent] = registry.audit.history(registry.model_name)
-        self._cutoffs: dict[str, date] = {}
-
-    def _forecaster(self, version: str | None) -> Forecaster | None:
-        if version is None:
-            return None
-        if version not in self._cutoffs:
-            self._cutoffs[version] = VersionTags.of(self._registry.version(version)).cutoff
-        return Forecaster(version, self._cache.load(version), self._cutoffs[version])
-
-    def champion(self, day: date) -> Forecaster | None:
-        return self._forecaster(holder_at(self._history, CHAMPION, day))
-
-    def challenger(self, day: date) -> Forecaster | None:
-        """The shadow of day t: the challenger in service, when it is not the champion."""
-        version = holder_at(self._history, CHALLENGER, day)
-        champion = holder_at(self._history, CHAMPION, day)
-        return None if version == champion else self._forecaster(version)
 
 
 def _round_figures(

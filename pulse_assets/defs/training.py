@@ -12,7 +12,6 @@ from pulse_assets.defs.metadata import rounded
 from pulse_assets.defs.partitions import round_partitions, rounds_covering
 from pulse_assets.defs.resources import READ_EXISTING_ONLY, RegistryResource
 from pulse_assets.defs.tags import CUTOFF_TAG, DRIFTED_FEATURES_TAG, LIVE_CUTOFF, TRIGGER_TAG
-from pulse_assets.training.models import ForecastModule
 from pulse_assets.training.registry import ModelRegistry, lineage_markdown
 from pulse_assets.training.rounds import (
     RoundContext,
@@ -23,6 +22,7 @@ from pulse_assets.training.rounds import (
     previous_record,
     run_round,
 )
+from pulse_assets.training.service import ModelCache
 
 MODEL_KEY = dg.AssetKey(["models", "forecast_model"])
 RETRAIN_JOB = "retrain"
@@ -33,22 +33,6 @@ def round_windows(
 ) -> list[RoundWindow]:
     windows = [(key, partitions.time_window_for_partition_key(key)) for key in keys]
     return [RoundWindow(key, span.start.date(), span.end.date()) for key, span in windows]
-
-
-class ModelCache:
-    """Each version loaded from the registry once per run; trained ones added as they come."""
-
-    def __init__(self, registry: ModelRegistry) -> None:
-        self._registry = registry
-        self._modules: dict[str, ForecastModule] = {}
-
-    def load(self, version: str) -> ForecastModule:
-        if version not in self._modules:
-            self._modules[version] = self._registry.load(version)
-        return self._modules[version]
-
-    def add(self, version: str, module: ForecastModule) -> None:
-        self._modules[version] = module
 
 
 def round_metadata(record: RoundRecord) -> dict[str, object]:

@@ -264,9 +264,10 @@ def decide_champion(
     champion_forecast = actual + paired.get_column("error").to_numpy()
     challenger_forecast = actual + paired.get_column("error_challenger").to_numpy()
     metric = promotion.metric
-    champion_score = regression_metrics(actual, champion_forecast, champion_forecast)[metric]
-    challenger_score = regression_metrics(actual, challenger_forecast, challenger_forecast)[metric]
-    margin = decide(metric, challenger_score, champion_score, promotion.min_improvement)
+    # each forecast is its own naive reference here: only its absolute scores are read
+    mine_scores = regression_metrics(actual, champion_forecast, champion_forecast)
+    their_scores = regression_metrics(actual, challenger_forecast, challenger_forecast)
+    margin = decide(metric, their_scores[metric], mine_scores[metric], promotion.min_improvement)
     test = diebold_mariano(
         paired.get_column("error_challenger").to_numpy(),
         paired.get_column("error").to_numpy(),
@@ -283,8 +284,8 @@ def decide_champion(
         promoted,
         reason,
         paired.height,
-        float(np.sqrt(np.mean((champion_forecast - actual) ** 2))),
-        float(np.sqrt(np.mean((challenger_forecast - actual) ** 2))),
+        mine_scores["rmse"],
+        their_scores["rmse"],
         test.statistic,
         test.p_value,
     )

@@ -12,7 +12,6 @@ import polars as pl
 import pytest
 
 from pulse_assets.config import RoundsConfig, Settings, TrainingConfig
-from pulse_assets.defs.training import ModelCache
 from pulse_assets.storage import PartitionStore
 from pulse_assets.storage.sql import connect
 from pulse_assets.training.audit import AliasAudit
@@ -24,6 +23,7 @@ from pulse_assets.training.rounds import (
     RoundWindow,
     run_round,
 )
+from pulse_assets.training.service import ModelCache
 
 
 def month(key: str) -> RoundWindow:

@@ -24,8 +24,9 @@ import torch
 
 from pulse_assets.config import Settings
 from pulse_assets.definitions import build_definitions, build_resources
-from pulse_assets.defs.run_health import DEAD_RUN_SENSOR, linux_process, process_gone
+from pulse_assets.defs.run_health import DEAD_RUN_SENSOR
 from pulse_assets.defs.training import MODEL_KEY
+from pulse_assets.reliability.processes import linux_process, process_gone
 from pulse_assets.training.registry import VersionTags
 from pulse_assets.training.rounds import round_data
 from pulse_assets_tests.training.conftest import month, round_world_at

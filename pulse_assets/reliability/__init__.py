@@ -1,0 +1,1 @@
+"""Recovery from failures outside the code: killed processes, crashed runs."""
