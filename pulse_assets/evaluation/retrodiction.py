@@ -5,8 +5,7 @@ at or before t (for a recurrent model, the ``lookback_rows`` rows ending at t). 
 challenger's shadow forecast (the version trained for this round, out of sample too), and the
 field's standard baselines fitted on the returns known before the round (naive persistence,
 trailing mean, EWMA, GARCH). The actual is the label of day t (the next trading day's value),
-null while that day is not ingested. Active rules then adjust the champion's forecast
-(``adjusted_<label>``), reading that day's features only.
+null while that day is not ingested. Rules adjust it downstream, in ``rules/rule_impact``.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import polars as pl
 from pulse_assets.evaluation.baselines import FittedBaselines
 from pulse_assets.features.pipeline import LABEL_PREFIX
 from pulse_assets.metrics.regression import metrics_with_naive
-from pulse_assets.rules.language import Rule, apply_rules
 from pulse_assets.training.dataset import TrainingDataError
 from pulse_assets.training.models import ForecastModule
 from pulse_assets.training.trainer import forecast
@@ -151,33 +149,6 @@ def retrodict_round(
             (pl.col(f"forecast_{label}") - actual).alias(f"error_{label}"),
             (pl.col(f"naive_{label}") - actual).alias(f"naive_error_{label}"),
         )
-    )
-
-
-def with_rules(
-    frame: pl.DataFrame, features: pl.DataFrame, label_names: list[str], rules: list[Rule]
-) -> pl.DataFrame:
-    """Add ``adjusted_<label>`` (the forecast with the rules applied, in order) and its error.
-
-    Rule conditions read that day's feature row; with no rules the adjusted forecast is the
-    forecast, so the columns are always there.
-    """
-    needed = sorted({name for rule in rules for name in rule.features()} - set(frame.columns))
-    missing = [name for name in needed if name not in features.columns]
-    if missing:
-        raise TrainingDataError(
-            f"active rule(s) read feature(s) {missing} that daily_features no longer has; "
-            "retire those rules or restore the features"
-        )
-    joined = (
-        frame.join(features.select("date", *needed), on="date", how="left") if needed else frame
-    )
-    adjusted = apply_rules(joined, rules).select(
-        [*frame.columns, *[f"adjusted_{n}" for n in label_names]]
-    )
-    return adjusted.with_columns(
-        (pl.col(f"adjusted_{n}") - pl.col(f"actual_{n}")).alias(f"adjusted_error_{n}")
-        for n in label_names
     )
 
 

@@ -581,7 +581,9 @@ def to_expr(node: Node) -> pl.Expr:
             return pl.max_horizontal(args)
         return pl.min_horizontal(pl.max_horizontal(args[0], args[1]), args[2])
     if isinstance(node, Compare):
-        left, right = to_expr(node.left), to_expr(node.right)
+        # NaN compares as missing: polars orders NaN above every number, so ``x > 2`` would
+        # fire on a NaN; as null, the comparison does not fire (like a missing value)
+        left, right = to_expr(node.left).fill_nan(None), to_expr(node.right).fill_nan(None)
         return {
             ">": left > right,
             ">=": left >= right,
@@ -597,16 +599,28 @@ def to_expr(node: Node) -> pl.Expr:
 
 
 def condition_expr(rule: Rule) -> pl.Expr:
-    """True where the rule fires; a null comparison (missing feature value) does not fire."""
+    """True where the rule's condition holds; a comparison with a missing or NaN value is
+    false, so the rule does not fire there."""
     return to_expr(rule.condition).fill_null(False)
 
 
-def adjusted_expr(rule: Rule, forecast: pl.Expr) -> pl.Expr:
+def _changed(rule: Rule, forecast: pl.Expr) -> pl.Expr:
     value = to_expr(rule.adjustment.value)
-    changed = {"*=": forecast * value, "+=": forecast + value, "-=": forecast - value}[
+    return {"*=": forecast * value, "+=": forecast + value, "-=": forecast - value}[
         rule.adjustment.op
     ]
-    return pl.when(condition_expr(rule)).then(changed).otherwise(forecast)
+
+
+def fired_expr(rule: Rule, forecast: pl.Expr) -> pl.Expr:
+    """True where the rule changes ``forecast``: its condition holds and the adjusted value is
+    finite. Where the adjustment gives NaN or inf (``x / 0``, an overflow) the rule does not
+    fire and the forecast passes unchanged: the same in evaluation and in application."""
+    return (condition_expr(rule) & _changed(rule, forecast).is_finite()).fill_null(False)
+
+
+def adjusted_expr(rule: Rule, forecast: pl.Expr) -> pl.Expr:
+    """``forecast`` with the rule applied where it fires (see ``fired_expr``)."""
+    return pl.when(fired_expr(rule, forecast)).then(_changed(rule, forecast)).otherwise(forecast)
 
 
 def apply_rules(

@@ -38,8 +38,10 @@ TRANSITIONS: dict[str, set[str]] = {
     "evaluated": {"accepted", "rejected"},
     "accepted": {"active", "retired"},
     "active": {"retired"},
-    "rejected": set(),
-    "retired": set(),
+    # a later round of the walk-forward that mines the same rule again (same fingerprint)
+    # proposes it afresh: it is judged again on that round's data, with its history kept
+    "rejected": {"draft"},
+    "retired": {"draft"},
 }
 EDITABLE = {
     "name",
@@ -399,33 +401,77 @@ class RuleRepository:
             raise InvalidTransitionError(
                 f"rule {rule_id} v{current.version}: cannot go from {current.status} to {status}; allowed: {allowed}"
             )
-        now = _now()
         with self.engine.begin() as connection:
-            updated = connection.execute(
-                rules.update()
-                .where(
-                    rules.c.rule_id == rule_id,
-                    rules.c.version == current.version,
-                    rules.c.status == current.status,
-                )
-                .values(status=status, updated_at=now)
-            )
-            if updated.rowcount != 1:
-                raise RuleRepositoryError(
-                    f"rule {rule_id} changed while its status was being set; retry"
-                )
-            connection.execute(
-                rule_events.insert().values(
-                    rule_id=rule_id,
-                    version=current.version,
-                    from_status=current.status,
-                    to_status=status,
-                    reason=reason,
-                    dagster_run_id=run_id,
-                    at=now,
-                )
-            )
+            self._step(connection, current, status, reason, run_id)
         return self.get(rule_id)
+
+    @staticmethod
+    def _step(
+        connection: sa.Connection,
+        current: RuleRecord,
+        status: str,
+        reason: str,
+        run_id: str | None,
+    ) -> None:
+        """One status change of the latest version, with its audit event, in ``connection``."""
+        now = _now()
+        updated = connection.execute(
+            rules.update()
+            .where(
+                rules.c.rule_id == current.rule_id,
+                rules.c.version == current.version,
+                rules.c.status == current.status,
+            )
+            .values(status=status, updated_at=now)
+        )
+        if updated.rowcount != 1:
+            raise RuleRepositoryError(
+                f"rule {current.rule_id} changed while its status was being set; retry"
+            )
+        connection.execute(
+            rule_events.insert().values(
+                rule_id=current.rule_id,
+                version=current.version,
+                from_status=current.status,
+                to_status=status,
+                reason=reason,
+                dagster_run_id=run_id,
+                at=now,
+            )
+        )
+
+    def move(
+        self, rule_id: str, status: str, *, reason: str, run_id: str | None = None
+    ) -> RuleRecord:
+        """Bring the rule to ``status`` by the shortest chain of allowed transitions, each
+        audited with ``reason`` (nothing when it is there already). A walk-forward round run
+        again finds the rule where a later round left it: the chain says how it got back."""
+        self.move_many([(rule_id, status, reason)], run_id=run_id)
+        return self.get(rule_id)
+
+    def move_many(
+        self, moves: Iterable[tuple[str, str, str]], *, run_id: str | None = None
+    ) -> None:
+        """``move`` for each (rule id, status, reason), in order, in one transaction: all of
+        them or none (a walk-forward round records its decisions together)."""
+        with self.engine.begin() as connection:
+            for rule_id, status, reason in moves:
+                row = (
+                    connection.execute(
+                        sa.select(rules)
+                        .where(rules.c.rule_id == rule_id)
+                        .order_by(rules.c.version.desc())
+                        .limit(1)
+                    )
+                    .mappings()
+                    .first()
+                )
+                if row is None or row["deleted_at"] is not None:
+                    raise RuleNotFoundError(f"rule {rule_id} not found (or deleted)")
+                current = _record(row)
+                for step in transition_path(current.status, status)[1:]:
+                    self._step(connection, current, step, reason, run_id)
+                    current = RuleRecord(**{**current.__dict__, "status": step})
 
     def delete(self, rule_id: str, *, reason: str, run_id: str | None = None) -> None:
         """Soft delete: every version stays, marked deleted, out of searches."""
@@ -449,6 +495,31 @@ class RuleRepository:
                 )
             )
 
+    def record_evaluations(self, evaluations: Iterable[dict[str, Any]]) -> None:
+        """Several evaluations in one transaction: dicts of ``record_evaluation``'s arguments
+        (rule_id, version, window, rows, fired_rows, metrics, ci, accepted, run_id)."""
+        now = _now()
+        rows = [
+            {
+                "rule_id": e["rule_id"],
+                "version": e["version"],
+                "window_start": e["window"][0],
+                "window_end": e["window"][1],
+                "rows": e["rows"],
+                "fired_rows": e["fired_rows"],
+                "metrics": e["metrics"],
+                "ci_low": e["ci"][0],
+                "ci_high": e["ci"][1],
+                "accepted": e["accepted"],
+                "dagster_run_id": e["run_id"],
+                "at": now,
+            }
+            for e in evaluations
+        ]
+        if rows:
+            with self.engine.begin() as connection:
+                connection.execute(rule_evaluations.insert(), rows)
+
     def record_evaluation(
         self,
         rule_id: str,
@@ -462,23 +533,39 @@ class RuleRepository:
         accepted: bool,
         run_id: str | None,
     ) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(
-                rule_evaluations.insert().values(
-                    rule_id=rule_id,
-                    version=version,
-                    window_start=window[0],
-                    window_end=window[1],
-                    rows=rows,
-                    fired_rows=fired_rows,
-                    metrics=metrics,
-                    ci_low=ci[0],
-                    ci_high=ci[1],
-                    accepted=accepted,
-                    dagster_run_id=run_id,
-                    at=_now(),
-                )
-            )
+        self.record_evaluations(
+            [
+                {
+                    "rule_id": rule_id,
+                    "version": version,
+                    "window": window,
+                    "rows": rows,
+                    "fired_rows": fired_rows,
+                    "metrics": metrics,
+                    "ci": ci,
+                    "accepted": accepted,
+                    "run_id": run_id,
+                }
+            ]
+        )
+
+
+def transition_path(start: str, target: str) -> list[str]:
+    """The shortest chain of statuses from ``start`` to ``target`` (both included) that
+    TRANSITIONS allows; an InvalidTransitionError when there is none."""
+    paths = {start: [start]}
+    frontier = [start]
+    while frontier and target not in paths:
+        reached = []
+        for status in frontier:
+            for following in sorted(TRANSITIONS.get(status, set())):
+                if following not in paths:
+                    paths[following] = [*paths[status], following]
+                    reached.append(following)
+        frontier = reached
+    if target not in paths:
+        raise InvalidTransitionError(f"no chain of transitions leads from {start} to {target}")
+    return paths[target]
 
 
 def _back_off(attempt: int) -> None:

@@ -179,16 +179,27 @@ def _adjusted(definition: str, label: str) -> pl.Expr:
     return adjusted_expr(parse(definition), pl.col(f"forecast_{label}"))
 
 
-def mine_rules(
-    frame: pl.DataFrame, features: list[str], label: str, settings: MinerSettings
-) -> list[Candidate]:
-    """Correction rules for the significant patterns, best estimated impact first, deduplicated."""
+def mining_rows(frame: pl.DataFrame, label: str) -> pl.DataFrame:
+    """Rows with a finite forecast, actual and error of ``label``: what the miner reads."""
     needed = [f"forecast_{label}", f"actual_{label}", f"error_{label}"]
-    usable = frame.drop_nulls(needed).filter(
-        pl.all_horizontal(pl.col(c).is_finite() for c in needed)
-    )
+    return frame.drop_nulls(needed).filter(pl.all_horizontal(pl.col(c).is_finite() for c in needed))
+
+
+def mine_rules(
+    frame: pl.DataFrame,
+    features: list[str],
+    label: str,
+    settings: MinerSettings,
+    patterns: list[Pattern] | None = None,
+) -> list[Candidate]:
+    """Correction rules for the significant patterns, best estimated impact first, deduplicated.
+    ``patterns``: those ``find_patterns`` found on ``mining_rows(frame, label)``, when the
+    caller has them already."""
+    usable = mining_rows(frame, label)
+    if patterns is None:
+        patterns = find_patterns(usable, features, label, settings)
     candidates: dict[str, Candidate] = {}
-    for pattern in find_patterns(usable, features, label, settings):
+    for pattern in patterns:
         definition, gain = _correction(usable, pattern, label)
         rule = parse(definition)
         direction = "lowers" if rule.sign() < 0 else "raises"

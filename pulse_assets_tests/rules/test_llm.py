@@ -10,7 +10,7 @@ import pytest
 
 from pulse_assets.config import LLMRulesConfig, RulesConfig
 from pulse_assets.rules.llm import bounded_context, generate, parse_answer
-from pulse_assets.rules.loop import RuleData, propose
+from pulse_assets.rules.loop import propose
 from pulse_assets.rules.repository import RuleRepository
 from pulse_assets.storage.sql import connect
 from pulse_assets_tests.http_server import Reply, scripted_server
@@ -257,7 +257,8 @@ def test_propose_records_refused_llm_rules_as_rejected_and_goes_on(settings, tmp
     reply = Reply(body=completion(structured(VALID, DEEP_PARENTHESES, MANY_MINUSES, HUGE_NUMBER)))
     with scripted_server([reply]) as (url, _):
         report = propose(
-            RuleData(frame, FEATURES),
+            frame,
+            FEATURES,
             repository,
             RulesConfig(llm=settings(url)),
             LABELS,

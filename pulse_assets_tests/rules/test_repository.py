@@ -19,6 +19,7 @@ from pulse_assets.rules.repository import (
     RuleRepositoryError,
     StoredRuleError,
     read_rule,
+    transition_path,
 )
 from pulse_assets.storage.sql import connect, rules
 
@@ -69,7 +70,7 @@ def test_status_lifecycle_and_audit(engine):
     for status in ("evaluated", "accepted", "active", "retired"):
         repo.set_status(record.rule_id, status, reason=f"to {status}", run_id="run-9")
     with pytest.raises(
-        InvalidTransitionError, match="cannot go from retired to active; allowed: none"
+        InvalidTransitionError, match=r"cannot go from retired to active; allowed: \['draft'\]"
     ):
         repo.set_status(record.rule_id, "active", reason="again")
     other, _ = repo.add(new_rule("IF b > 2 THEN y += 0.1"))
@@ -87,6 +88,29 @@ def test_status_lifecycle_and_audit(engine):
         ("active", "retired"),
     ]
     assert events[-1]["dagster_run_id"] == "run-9" and events[-1]["reason"] == "to retired"
+
+
+def test_move_takes_the_shortest_allowed_chain_and_move_many_is_all_or_nothing(engine):
+    assert transition_path("active", "evaluated") == ["active", "retired", "draft", "evaluated"]
+    assert transition_path("draft", "draft") == ["draft"]
+    with pytest.raises(InvalidTransitionError, match="no chain of transitions"):
+        transition_path("draft", "deleted")
+    repo = RuleRepository(engine)
+    record, _ = repo.add(new_rule("IF a > 3 THEN y += 0.1"))
+    moved = repo.move(record.rule_id, "active", reason="round 2016-01-01: chosen", run_id="r1")
+    assert moved.status == "active"
+    assert repo.move(record.rule_id, "active", reason="again").status == "active"  # no-op
+    steps = [(e["from_status"], e["to_status"], e["reason"]) for e in repo.events(record.rule_id)]
+    assert steps[1:] == [
+        ("draft", "evaluated", "round 2016-01-01: chosen"),
+        ("evaluated", "accepted", "round 2016-01-01: chosen"),
+        ("accepted", "active", "round 2016-01-01: chosen"),
+    ]
+    other, _ = repo.add(new_rule("IF b > 3 THEN y += 0.1"))
+    with pytest.raises(RuleNotFoundError, match="rule nosuchrule not found"):
+        repo.move_many([(other.rule_id, "rejected", "first"), ("nosuchrule", "rejected", "second")])
+    assert repo.get(other.rule_id).status == "draft"  # the first move was rolled back
+    assert len(repo.events(other.rule_id)) == 1
 
 
 def test_search_filters_sort_paginate_and_soft_delete(engine):

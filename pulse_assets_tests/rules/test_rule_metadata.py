@@ -3,14 +3,15 @@ CommonMark renderer (with tables), they stay literal text in their own cell or l
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import date
 
+import polars as pl
 from markdown_it import MarkdownIt
 
 from pulse_assets.defs.metadata import escape_markdown
-from pulse_assets.defs.rules import active_rules_markdown, records_table
-from pulse_assets.rules.repository import RuleRecord
+from pulse_assets.defs.rules import in_force_markdown, state_table
+from pulse_assets.rules.language import parse
+from pulse_assets.rules.rounds import STATE_SCHEMA, ActiveRule, StateEntry
 
 HOSTILE = (
     "calm | markets\n| injected | row |\n|---|---|\n<img src=x onerror=alert(1)> "
@@ -20,28 +21,9 @@ HOSTILE = (
 RENDERER = MarkdownIt("commonmark").enable(["table", "strikethrough"])
 
 
-def record(rule_id: str, **changes: Any) -> RuleRecord:
-    now = datetime(2024, 1, 1, tzinfo=UTC)
-    fields: dict[str, Any] = {
-        "rule_id": rule_id,
-        "version": 1,
-        "name": "n",
-        "description": "d",
-        "definition": "IF a > 1 THEN y *= 0.9",
-        "fingerprint": "f",
-        "label": "y",
-        "source": "llm",
-        "status": "active",
-        "confidence": "low",
-        "impact": None,
-        "explanation": "e",
-        "details": {},
-        "changes": {},
-        "created_at": now,
-        "updated_at": now,
-        "deleted_at": None,
-    }
-    return RuleRecord(**(fields | changes))
+def active(rule_id: str, definition: str = "IF a > 1 THEN y *= 0.9") -> ActiveRule:
+    entry = StateEntry(rule_id, "y", definition, "llm", HOSTILE, date(2016, 1, 1), 0)
+    return ActiveRule(entry, parse("IF a > 1 THEN y *= 0.9"))
 
 
 def assert_no_markup(html: str) -> None:
@@ -59,21 +41,28 @@ def test_escaped_text_renders_as_itself() -> None:
     assert "&amp;amp;" in html and text.count("|") == html.count("|")
 
 
-def test_a_records_table_keeps_its_shape_with_hostile_cells() -> None:
-    records = [
-        record("r1", definition="IF a > 1 THEN y *= 0.9 | x", explanation=HOSTILE),
-        record("r2", status="draft", confidence="high", definition=HOSTILE),
+def test_the_state_table_keeps_its_shape_with_hostile_cells() -> None:
+    rows = [
+        {"round": "2016-01-01", "rule_id": "r1", "status": "activated", "reason": HOSTILE},
+        {"round": "2016-02-01", "rule_id": "r2", "status": "retired", "definition": HOSTILE},
+        {"round": "2016-02-01", "rule_id": "r3", "status": "rejected", "reason": "x"},
     ]
-    columns = ("rule_id", "status", "definition", "explanation")
-    html = RENDERER.render(records_table(records, columns).value)
+    text = [k for k, kind in STATE_SCHEMA.items() if kind == pl.String]
+    default = "IF a > 1 THEN y *= 0.9 | x"
+    frame = pl.DataFrame(
+        [{k: row.get(k, default) if k in text else None for k in STATE_SCHEMA} for row in rows],
+        schema=STATE_SCHEMA,
+    )
+    html = RENDERER.render(state_table(frame).value)
     assert_no_markup(html)
-    assert html.count("<tr>") == 3 and html.count("<td>") == 2 * len(columns)
+    # activations and retirements only, five columns each
+    assert html.count("<tr>") == 3 and html.count("<td>") == 2 * 5
     assert "<td>IF a &gt; 1 THEN y *= 0.9 | x</td>" in html
 
 
-def test_the_active_rules_list_has_one_plain_item_per_rule() -> None:
-    records = [record("r1", explanation=HOSTILE), record("r2", description=HOSTILE)]
-    html = RENDERER.render(active_rules_markdown(records))
+def test_the_rules_in_force_list_has_one_plain_item_per_rule() -> None:
+    rules = [active("r1", definition=HOSTILE), active("r2")]
+    html = RENDERER.render(in_force_markdown(rules))
     assert html.count("<li>") == 2 and html.count("<strong>") == 2  # only the rule ids
     assert_no_markup(html.replace("<strong>r1</strong>", "").replace("<strong>r2</strong>", ""))
-    assert active_rules_markdown([]).startswith("No rule is active")
+    assert in_force_markdown([]) == "No rule is in force."
