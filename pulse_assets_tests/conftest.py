@@ -65,6 +65,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         raw["store"] = {"root": str(tmp_path / "store")}
         raw["features"]["steps"] = copy.deepcopy(SMALL_FEATURE_STEPS)
         raw["rounds"] = copy.deepcopy(SMALL_ROUNDS)
+        raw["curriculum"] = copy.deepcopy(SMALL_CURRICULUM)
         for key, value in overrides.items():
             raw[key] = value
         return Settings.model_validate(raw)
@@ -112,6 +113,21 @@ SMALL_DRIFT: dict[str, Any] = {
 }
 
 
+# The default curriculum's regime columns come from the full feature steps; these are the
+# small steps' columns.
+SMALL_CURRICULUM: dict[str, Any] = {
+    "regimes": {
+        "volatility": {"column": "sp500_log_return_rolling_volatility_10", "stat": "mean"},
+        "volatility_change": {"column": "sp500_log_return_rolling_volatility_10", "stat": "change"},
+        "poll_margin_move": {"column": "polls_margin_change_3", "stat": "mean_abs"},
+        "tweet_activity": {"column": "tweets_tweet_count_rolling_zscore_10", "stat": "mean"},
+        "drawdown": {"column": "sp500_close_ma_gap_10", "stat": "min"},
+    },
+    "min_error_days": 20,
+    "history_rounds": 12,
+}
+
+
 def small_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
     """The real config with small windows and every store under ``tmp``."""
     raw = copy.deepcopy(default_config())
@@ -124,6 +140,7 @@ def small_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
     }
     raw["drift"] = copy.deepcopy(SMALL_DRIFT)
     raw["rounds"] = copy.deepcopy(SMALL_ROUNDS)
+    raw["curriculum"] = copy.deepcopy(SMALL_CURRICULUM)
     raw.update(overrides)
     return raw
 

@@ -1,30 +1,47 @@
 """The training rounds: models/forecast_model, partitioned by round, reading its previous round."""
 
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from pulse_assets.config import Settings, checkpoints_root
+from pulse_assets.curriculum.charts import curriculum_chart
+from pulse_assets.curriculum.weights import Curriculum, round_curriculum, scenario_descriptions
 from pulse_assets.defs.features import FEATURES_KEY, LABELS_KEY
-from pulse_assets.defs.metadata import rounded
+from pulse_assets.defs.metadata import embedded_charts, frame_metadata, rounded
 from pulse_assets.defs.partitions import round_partitions, rounds_covering
 from pulse_assets.defs.resources import READ_EXISTING_ONLY, RegistryResource
-from pulse_assets.defs.tags import CUTOFF_TAG, DRIFTED_FEATURES_TAG, LIVE_CUTOFF, TRIGGER_TAG
+from pulse_assets.defs.tags import (
+    CUTOFF_TAG,
+    DRIFTED_FEATURES_TAG,
+    LIVE_CUTOFF,
+    TRIGGER_TAG,
+    batch_size_from_tags,
+)
+from pulse_assets.progress import Countdown
+from pulse_assets.storage.s3 import open_root
 from pulse_assets.training.registry import ModelRegistry, lineage_markdown
 from pulse_assets.training.rounds import (
+    RECORD_DESCRIPTIONS,
     RoundContext,
     RoundError,
     RoundRecord,
     RoundWindow,
+    earlier_records,
     live_cutoff,
-    previous_record,
     run_round,
 )
 from pulse_assets.training.service import ModelCache
 
 MODEL_KEY = dg.AssetKey(["models", "forecast_model"])
+CURRICULUM_KEY = dg.AssetKey(["curriculum", "curriculum"])
+MODEL_OUTPUT, CURRICULUM_OUTPUT = (
+    key.to_python_identifier() for key in (MODEL_KEY, CURRICULUM_KEY)
+)
 RETRAIN_JOB = "retrain"
 
 
@@ -78,34 +95,59 @@ def build_training_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         allow_nonexistent_upstream_partitions=True,
     )
 
-    @dg.asset(
-        key=MODEL_KEY,
-        group_name="models",
-        description=(
-            f"One training round ({rounds.cadence}) of the walk-forward. First the round's champion: "
-            "the previous round's challenger replaces the champion when it beat it on the previous "
-            "round's shadow days (both out of sample) by promotion.min_improvement and a one-sided "
-            f"Diebold-Mariano test. Then the round's challenger: a {config.model.kind} trained on the "
-            f"last {config.window_days} days of rows whose label was known before the round's "
-            "cutoff, warm-started from the champion, logged to MLflow and registered (once: the same "
-            "data and config find the existing version). Reads its previous round's record."
-        ),
+    earlier_rounds = dg.TimeWindowPartitionMapping(
+        start_offset=-settings.curriculum.history_rounds,
+        end_offset=-1,
+        allow_nonexistent_upstream_partitions=True,
+    )
+
+    @dg.multi_asset(
+        name="models__forecast_model",
+        outs={
+            MODEL_OUTPUT: dg.AssetOut(
+                key=MODEL_KEY,
+                group_name="models",
+                description=(
+                    f"One training round ({rounds.cadence}) of the walk-forward. First the round's "
+                    "champion: the previous round's challenger replaces the champion when it beat "
+                    "it on the previous round's shadow days (both out of sample) by "
+                    "promotion.min_improvement and a one-sided Diebold-Mariano test. Then the "
+                    f"round's challenger: a {config.model.kind} trained on the last "
+                    f"{config.window_days} days of rows whose label was known before the round's "
+                    "cutoff, weighted by the round's curriculum, warm-started from the champion, "
+                    "logged to MLflow and registered (once: the same data and config find the "
+                    "existing version). Reads its previous rounds' records."
+                ),
+                kinds={"pytorch", "mlflow"},
+                is_required=False,
+            ),
+            CURRICULUM_OUTPUT: dg.AssetOut(
+                key=CURRICULUM_KEY,
+                group_name="curriculum",
+                description=(
+                    "The round's retrodiction curriculum (the plan's "
+                    "EnhancedRetrodictionCurriculum): the scenarios of its training window "
+                    f"({settings.curriculum.period}s) with their regime, each scored against the "
+                    "out-of-sample errors of the champions of the rounds before it (error "
+                    "reduction, coverage expansion, edge-case exposure, novelty), and the row "
+                    "weight the round's training used. Made in the training step: round R's "
+                    "curriculum needs round R-1's champion, and Dagster has no cycles."
+                ),
+                kinds={"polars"},
+                is_required=False,
+            ),
+        },
         ins={
             "features": dg.AssetIn(FEATURES_KEY, partition_mapping=history),
             "labels": dg.AssetIn(LABELS_KEY, partition_mapping=history),
             "previous": dg.AssetIn(
-                MODEL_KEY,
-                partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
-                ),
-                metadata={READ_EXISTING_ONLY: True},
+                MODEL_KEY, partition_mapping=earlier_rounds, metadata={READ_EXISTING_ONLY: True}
             ),
         },
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        kinds={"pytorch", "mlflow"},
         retry_policy=dg.RetryPolicy(max_retries=1),
-        output_required=False,
+        can_subset=True,
     )
     def forecast_model(
         context: dg.AssetExecutionContext,
@@ -114,32 +156,40 @@ def build_training_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         previous: pl.DataFrame,
         registry: RegistryResource,
     ) -> Iterator[dg.Output[pl.DataFrame]]:
-        tags = context.run.tags
+        if MODEL_OUTPUT not in context.selected_output_names:
+            raise RoundError(
+                "curriculum/curriculum is made by the training rounds: select "
+                "models/forecast_model with it (the retrain job does)"
+            )
         model_registry = registry.get()
         cache = ModelCache(model_registry)
         windows = round_windows(partitions, list(context.partition_keys))
-        record = previous_record(previous, windows[0])
+        history = earlier_records(previous, windows[0])
+        record = history[-1] if history else None
         _check_first(windows, record, partitions.get_first_partition_key())
-        live = tags.get(CUTOFF_TAG) == LIVE_CUTOFF
-        round_context = RoundContext(
-            training=config,
-            rounds=rounds,
-            registry=model_registry,
-            checkpoints_root=checkpoints_root(),
-            load=cache.load,
-            trigger=tags.get(TRIGGER_TAG, "manual"),
-            run_id=context.run.run_id,
-            drifted_features=tuple(f for f in tags.get(DRIFTED_FEATURES_TAG, "").split(",") if f),
-            log=context.log.info,
-        )
-        records = []
+        live = context.run.tags.get(CUTOFF_TAG) == LIVE_CUTOFF
+        round_context = _round_context(context, model_registry, cache)
+        records, curricula = [], []
+        countdown = Countdown("training rounds done:", len(windows))
         for window in windows:
             cutoff = live_cutoff(labels, window) if live and window == windows[-1] else window.start
-            outcome = run_round(round_context, window, record, features, labels, cutoff)
+            curriculum = round_curriculum(
+                history,
+                features,
+                labels,
+                cache.load,
+                cutoff,
+                round_context.training,
+                settings.curriculum,
+            )
+            outcome = run_round(round_context, window, record, features, labels, cutoff, curriculum)
             record = outcome.record
             cache.add(record.challenger, outcome.challenger_module)
+            history.append(record)
             records.append(record)
-            _observe(context, record)
+            curricula.append((window, curriculum))
+            _observe(context, record, curriculum)
+            context.log.info(f"round {window.key}: {countdown.advance()}")
         if _nothing_changed(context, records):
             context.log.info(
                 "every round of this run found the version its data and config already made "
@@ -148,7 +198,32 @@ def build_training_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             )
             return
         frame = pl.concat([r.to_frame() for r in records])
-        yield dg.Output(frame, metadata=_run_metadata(records, model_registry))
+        metadata = frame_metadata(frame, descriptions=RECORD_DESCRIPTIONS)
+        yield dg.Output(
+            frame,
+            output_name=MODEL_OUTPUT,
+            metadata=metadata | _run_metadata(records, model_registry),
+        )
+        if CURRICULUM_OUTPUT in context.selected_output_names:
+            yield _curriculum_output(curricula, settings, model_registry)
+
+    def _round_context(
+        context: dg.AssetExecutionContext, model_registry: ModelRegistry, cache: ModelCache
+    ) -> RoundContext:
+        tags = context.run.tags
+        batch = batch_size_from_tags(tags, config.optimizer.batch_size)
+        optimizer = config.optimizer.model_copy(update={"batch_size": batch})
+        return RoundContext(
+            training=config.model_copy(update={"optimizer": optimizer}),
+            rounds=rounds,
+            registry=model_registry,
+            checkpoints_root=open_root(checkpoints_root(settings), settings.s3),
+            load=cache.load,
+            trigger=tags.get(TRIGGER_TAG, "manual"),
+            run_id=context.run.run_id,
+            drifted_features=tuple(f for f in tags.get(DRIFTED_FEATURES_TAG, "").split(",") if f),
+            log=context.log.info,
+        )
 
     return [forecast_model]
 
@@ -162,7 +237,9 @@ def _nothing_changed(context: dg.AssetExecutionContext, records: list[RoundRecor
     return all(record.round in materialized for record in records)
 
 
-def _observe(context: dg.AssetExecutionContext, record: RoundRecord) -> None:
+def _observe(
+    context: dg.AssetExecutionContext, record: RoundRecord, curriculum: Curriculum
+) -> None:
     """Each round's own figures on its own partition (a range run's output metadata is shared
     by all its partitions, dagster-io/dagster#18123), so the UI plots them over rounds."""
     context.log_event(
@@ -172,6 +249,45 @@ def _observe(context: dg.AssetExecutionContext, record: RoundRecord) -> None:
             metadata=rounded(round_metadata(record)),
         )
     )
+    context.log_event(
+        dg.AssetObservation(
+            asset_key=CURRICULUM_KEY,
+            partition=record.round,
+            metadata=rounded(dict(curriculum.summary())),
+        )
+    )
+
+
+def _curriculum_output(
+    curricula: list[tuple[RoundWindow, Curriculum]], settings: Settings, registry: ModelRegistry
+) -> dg.Output[pl.DataFrame]:
+    """The run's rounds' scenarios, scores and weights; the latest scored round's chart."""
+    frame = pl.concat(
+        [
+            curriculum.to_frame().with_columns(
+                pl.lit(window.key).alias("round"), pl.lit(window.start).alias("date")
+            )
+            for window, curriculum in curricula
+        ],
+        how="diagonal_relaxed",
+    )
+    window, latest = curricula[-1]
+    described = scenario_descriptions(settings.curriculum)
+    metadata: dict[str, Any] = frame_metadata(frame, descriptions=described) | {
+        "rounds_scored": sum(c.reason is None for _, c in curricula),
+        "latest_round": window.key,
+        "latest_reason": latest.reason or "scored",
+    }
+    if latest.scenarios.height:
+        with tempfile.TemporaryDirectory(prefix="pulse-chart-") as folder:
+            chart = curriculum_chart(
+                latest, settings.curriculum.score_weights, Path(folder) / "curriculum.png"
+            )
+            registry.log_report(
+                "curriculum", {"scenarios": float(latest.scenarios.height)}, [chart]
+            )
+            metadata |= embedded_charts([chart])
+    return dg.Output(frame, output_name=CURRICULUM_OUTPUT, metadata=metadata)
 
 
 def _run_metadata(records: list[RoundRecord], registry: ModelRegistry) -> dict[str, Any]:
@@ -191,7 +307,8 @@ def _run_metadata(records: list[RoundRecord], registry: ModelRegistry) -> dict[s
 def build_training_jobs(settings: Settings) -> tuple[list, list]:
     job = dg.define_asset_job(
         RETRAIN_JOB,
-        selection=[MODEL_KEY],
+        # the model's check reads retrodiction, which the evaluate job makes after training
+        selection=dg.AssetSelection.assets(MODEL_KEY, CURRICULUM_KEY).without_checks(),
         partitions_def=round_partitions(settings),
         description="Training rounds: decide each round's champion, train its challenger.",
     )

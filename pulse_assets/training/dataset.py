@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -17,11 +17,15 @@ class TrainingDataError(PulseError):
 
 @dataclass(frozen=True)
 class Dataset:
+    """Rows in time order. ``weights``: each row's weight in the training loss (mean 1), or
+    None for the plain mean; equal weights are the plain mean too (see :meth:`with_weights`)."""
+
     dates: np.ndarray
     features: np.ndarray
     labels: np.ndarray
     feature_names: tuple[str, ...]
     label_names: tuple[str, ...]
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.dates)
@@ -33,7 +37,25 @@ class Dataset:
             self.labels[selection],
             self.feature_names,
             self.label_names,
+            None if self.weights is None else self.weights[selection],
         )
+
+    def with_weights(self, weights: np.ndarray) -> Dataset:
+        """These rows with per-row loss weights, checked (one per row, finite, positive) and
+        scaled to mean 1. Equal weights are stored as None: the same arithmetic as no weights,
+        so a uniform curriculum trains exactly the unweighted model."""
+        values = np.asarray(weights, dtype=np.float64)
+        if values.shape != (len(self),):
+            raise TrainingDataError(
+                f"{values.shape} sample weights for {len(self)} rows: give one weight per row"
+            )
+        if not (np.isfinite(values).all() and (values > 0).all()):
+            raise TrainingDataError(
+                "sample weights must be finite and positive; the curriculum gave "
+                f"min {values.min()!r}, max {values.max()!r}"
+            )
+        uniform = values.size == 0 or np.ptp(values) == 0
+        return replace(self, weights=None if uniform else values / values.mean())
 
 
 def _non_finite_columns(frame: pl.DataFrame, columns: list[str]) -> list[str]:

@@ -19,14 +19,16 @@ version was champion on day t" (:func:`pulse_assets.training.audit.holder_at`).
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import date, timedelta
-from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import polars as pl
+from upath import UPath
 
 from pulse_assets.config import PromotionConfig, RoundsConfig, TrainingConfig
 from pulse_assets.errors import PulseError
@@ -43,6 +45,7 @@ from pulse_assets.training.promotion import PromotionDecision, decide
 from pulse_assets.training.registry import (
     CHALLENGER,
     CHAMPION,
+    DatasetCard,
     ModelRegistry,
     TrainingRecord,
     VersionTags,
@@ -123,14 +126,44 @@ RECORD_SCHEMA: dict[str, pl.DataType] = {
     "train_seconds": pl.Float64(),
     "warm_start_from": pl.String(),
 }
+RECORD_DESCRIPTIONS = {
+    "round": "the round's partition key (its first day)",
+    "start": "the round's first day",
+    "cutoff": "labels known before this day trained the challenger",
+    "champion": "the version that is champion during the round",
+    "challenger": "the version trained for the round, forecasting in the shadow",
+    "challenger_cutoff": "the challenger's cutoff: its shadow days start here",
+    "promoted": "whether the previous round's challenger became champion",
+    "decision": "why the champion was kept or replaced",
+    "shadow_days": "out-of-sample days that decided the promotion",
+    "shadow_champion_rmse": "the champion's RMSE on those shadow days",
+    "shadow_challenger_rmse": "the previous challenger's RMSE on those shadow days",
+    "dm_statistic": "Diebold-Mariano statistic, challenger vs champion (negative: better)",
+    "dm_p_value": "one-sided DM p-value of that comparison",
+    "trained": "whether a new version was trained (false: same data and config found)",
+    "duplicate_of": "the existing version the same data and config had made",
+    "training_id": "hash of the training data, config and warm start",
+    "train_first": "first training row's day",
+    "train_last": "last training row's day (its label known before the cutoff)",
+    "train_rows": "fit and validation rows",
+    "epochs_run": "epochs trained",
+    "train_seconds": "wall time of the training",
+    "warm_start_from": "the version whose weights it started from",
+    "date": "the round's first day (the partition's time column)",
+}
 
 
-def previous_record(records: pl.DataFrame, first_round: RoundWindow) -> RoundRecord | None:
-    """The record of the round just before ``first_round`` among stored ``records``."""
+def earlier_records(records: pl.DataFrame, first_round: RoundWindow) -> list[RoundRecord]:
+    """The stored records of the rounds before ``first_round``, oldest first (the latest
+    stored one per round); the last is the round just before it."""
     if records.height == 0:
-        return None
-    before = records.filter(pl.col("start") < first_round.start).sort("start")
-    return RoundRecord.from_row(before.row(-1, named=True)) if before.height else None
+        return []
+    before = (
+        records.filter(pl.col("start") < first_round.start)
+        .sort("start")
+        .unique("round", keep="last", maintain_order=True)
+    )
+    return [RoundRecord.from_row(row) for row in before.iter_rows(named=True)]
 
 
 def known_labels(labels: pl.DataFrame, cutoff: date) -> pl.DataFrame:
@@ -307,6 +340,33 @@ def _decision_reason(
 ModelLoader = Callable[[str], ForecastModule]
 
 
+class RowWeighting(Protocol):
+    """Per-row training weights of a round (the curriculum): one positive weight per row of a
+    frame with a ``date`` column; equal weights train exactly the unweighted model."""
+
+    def row_weights(self, frame: pl.DataFrame) -> np.ndarray: ...
+
+
+def weighted(data: RoundData, weighting: RowWeighting | None) -> RoundData:
+    """``data`` with its fit rows weighted; non-uniform weights join the data fingerprint, so
+    a weighted round never finds the unweighted round's version as its own."""
+    if weighting is None:
+        return data
+    fit = data.fit.with_weights(weighting.row_weights(pl.DataFrame({"date": data.fit.dates})))
+    if fit.weights is None:
+        return replace(data, fit=fit)
+    digest = hashlib.sha256(fit.weights.astype(np.float64).tobytes()).hexdigest()[:16]
+    return replace(data, fit=fit, fingerprint=f"{data.fingerprint}|weights:{digest}")
+
+
+def weights_summary(data: RoundData) -> str:
+    """How the fit rows were weighted, for the model's MLflow params."""
+    weights = data.fit.weights
+    if weights is None:
+        return "uniform"
+    return f"curriculum (min {weights.min():.3g}, max {weights.max():.3g}, mean 1)"
+
+
 @dataclass
 class RoundOutcome:
     record: RoundRecord
@@ -321,7 +381,7 @@ class RoundContext:
     training: TrainingConfig
     rounds: RoundsConfig
     registry: ModelRegistry
-    checkpoints_root: Path
+    checkpoints_root: str | os.PathLike[str] | UPath
     load: ModelLoader
     trigger: str
     run_id: str | None
@@ -336,12 +396,16 @@ def run_round(
     features: pl.DataFrame,
     labels: pl.DataFrame,
     cutoff: date,
+    weighting: RowWeighting | None = None,
 ) -> RoundOutcome:
-    """Decide the round's champion, then train (or find) and register its challenger."""
+    """Decide the round's champion, then train (or find) and register its challenger;
+    ``weighting`` (the round's curriculum) weighs the fit rows in the training loss."""
     decision = _champion_of_round(context, window, previous, features, labels)
     if previous is not None and decision.days:
         _record_shadow_outcome(context, previous, decision)
-    data = round_data(features, labels, context.training, context.rounds, cutoff)
+    data = weighted(
+        round_data(features, labels, context.training, context.rounds, cutoff), weighting
+    )
     warm = _warm_start(context, decision.champion if previous else None, data)
     identity = _training_id(context, data, warm)
     existing = context.registry.with_training_id(identity)
@@ -529,9 +593,13 @@ def _register(
             "val_loss": [(r.epoch, r.val_loss) for r in result.history],
             "learning_rate": [(r.epoch, r.learning_rate) for r in result.history],
         },
-        dataset_frame=data.rows.to_pandas(),
-        dataset_name=f"daily_features[{data.first}...{data.last}]",
-        dataset_tags={"round": window.key, "cutoff": cutoff.isoformat()},
+        dataset=DatasetCard(
+            name=f"daily_features[{data.first}...{data.last}]",
+            digest=data.fingerprint,
+            rows=data.rows.height,
+            schema={name: str(dtype.base_type()) for name, dtype in data.rows.schema.items()},
+            tags={"round": window.key, "cutoff": cutoff.isoformat()},
+        ),
         config=config.model_dump(mode="json"),
         version_tags=tags.to_tags(),
     )
@@ -569,6 +637,7 @@ def _params(
         "validation_rows": len(data.valid),
         "best_epoch": result.best_epoch,
         "device": result.device,
+        "sample_weights": weights_summary(data),
     }
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from pulse_assets.config import TrainingConfig
-from pulse_assets.errors import PulseError
+from pulse_assets.errors import PulseError, TrainingDivergedError
 from pulse_assets.training.checkpoints import CheckpointError, CheckpointStore
 from pulse_assets.training.dataset import Dataset, Scaler, sequences
 from pulse_assets.training.models import ForecastModule
@@ -35,6 +35,10 @@ from pulse_assets.training.monitor import LossMonitor
 
 class TrainingError(PulseError):
     """Training could not produce a model; says what happened at which epoch."""
+
+
+class LossDivergedError(TrainingError, TrainingDivergedError):
+    """The loss stayed non-finite after every recovery from the last good checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,17 @@ def _inputs(
         return features, labels, len(train)
     windows = sequences(features, lookback)
     return windows, labels[lookback - 1 :], len(train) - (lookback - 1)
+
+
+def _fit_weights(train: Dataset, lookback: int | None) -> np.ndarray | None:
+    """Loss weights of the training inputs (a recurrent model's first ``lookback-1`` rows only
+    start windows), mean 1; None for the plain mean (no weights, or equal ones)."""
+    if train.weights is None:
+        return None
+    weights = train.weights if lookback is None else train.weights[lookback - 1 :]
+    if weights.size == 0 or np.ptp(weights) == 0:
+        return None
+    return (weights / weights.mean()).astype(np.float32)
 
 
 def _seed_everything(seed: int) -> None:
@@ -192,18 +207,35 @@ class _Run:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
+def _batch_loss(
+    prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None
+) -> torch.Tensor:
+    """Mean squared error of a batch; with weights, each row's squared error (averaged over
+    labels) times its weight, averaged over the batch. Weights have mean 1 over the fit rows,
+    so the weighted loss is on the scale of the plain one."""
+    if weights is None:
+        return nn.functional.mse_loss(prediction, target)
+    per_row = ((prediction - target) ** 2).mean(dim=1)
+    return (weights * per_row).mean()
+
+
 def _train_epoch(
-    run: _Run, x: torch.Tensor, y: torch.Tensor, batch_size: int
+    run: _Run,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    weights: torch.Tensor | None = None,
 ) -> tuple[float, int | None]:
     """Mean training loss, and the first batch whose loss was not finite (None if all were)."""
     run.module.train()
     order = torch.randperm(len(x), generator=run.generator).to(x.device)
-    loss_fn = nn.MSELoss()
     total, count = 0.0, 0
     for batch, start in enumerate(range(0, len(x), batch_size)):
         index = order[start : start + batch_size]
         target = (y[index] - run.module.y_mean) / run.module.y_std
-        loss = loss_fn(run.module.scaled(x[index]), target)
+        loss = _batch_loss(
+            run.module.scaled(x[index]), target, None if weights is None else weights[index]
+        )
         if not torch.isfinite(loss):
             return float(loss.item()), batch
         run.optimizer.zero_grad()
@@ -237,6 +269,10 @@ def train(
     is the starting point: its weights and its scalers, so training starts from exactly the
     function it computes; otherwise the weights start at random and the scalers are fitted
     on ``train_data``.
+
+    ``train_data.weights`` (a curriculum's per-row weights), when set, weigh each fit row's
+    squared error in the training loss; the validation loss stays the plain mean, so early
+    stopping and the kept epoch judge every validation day alike.
     """
     device = resolve_device(config.device)
     opt = config.optimizer
@@ -265,6 +301,8 @@ def train(
     x = torch.from_numpy(inputs).to(device)
     y = torch.from_numpy(labels).to(device)
     x_train, y_train, x_valid, y_valid = x[:split], y[:split], x[split:], y[split:]
+    fit_weights = _fit_weights(train_data, lookback)
+    w_train = None if fit_weights is None else torch.from_numpy(fit_weights).to(device)
 
     checkpoints.discard_partial_writes()
     latest = checkpoints.latest()
@@ -282,11 +320,11 @@ def train(
     trained_samples, started = 0, time.perf_counter()
     while not run.stopped and run.epoch < opt.epochs:
         epoch = run.epoch + 1
-        train_loss, bad_batch = _train_epoch(run, x_train, y_train, opt.batch_size)
+        train_loss, bad_batch = _train_epoch(run, x_train, y_train, opt.batch_size, w_train)
         if bad_batch is not None:
             retries += 1
             if retries > config.recovery.max_retries:
-                raise TrainingError(
+                raise LossDivergedError(
                     f"training loss became {train_loss} at epoch {epoch}, batch {bad_batch}; "
                     f"{config.recovery.max_retries} retries from the last good checkpoint with the "
                     f"learning rate lowered to {run.learning_rate:.3g} did not help. Check the "

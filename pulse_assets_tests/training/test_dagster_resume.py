@@ -107,7 +107,7 @@ def round_observation(instance: dg.DagsterInstance, run_id: str) -> dict[str, An
     [event] = [
         record.dagster_event
         for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION)
-        if record.dagster_event is not None
+        if record.dagster_event is not None and record.dagster_event.asset_key == MODEL_KEY
     ]
     observation = event.asset_observation_data.asset_observation
     assert observation.partition == ROUND
