@@ -10,26 +10,50 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from pulse_assets.config import REPO_ROOT, Settings, load_settings, pulse_home, store_root
-from pulse_assets.definitions import build_definitions, build_resources
-from pulse_assets.defs.evaluation import SCOREBOARD_KEY
-from pulse_assets.defs.jobs import DRIFT_JOB, EVALUATE_JOB, MAIN_JOB, RULES_JOB, SCOREBOARD_JOB
+from pulse_assets.config import (
+    Settings,
+    instance_yaml_path,
+    load_settings,
+    pulse_home,
+    store_root,
+)
+from pulse_assets.curriculum.ablation import ablation
+from pulse_assets.definitions import build_assets, build_definitions, build_resources
+from pulse_assets.defs.evaluation import RETRODICTION_KEY, SCOREBOARD_KEY
+from pulse_assets.defs.jobs import (
+    DRIFT_JOB,
+    EVALUATE_JOB,
+    MAIN_JOB,
+    METRICS_JOB,
+    RULE_GAINS_JOB,
+    RULES_JOB,
+    SCOREBOARD_JOB,
+)
 from pulse_assets.defs.partitions import daily_partitions, range_tags, round_partitions
 from pulse_assets.defs.tags import TRIGGER_TAG
-from pulse_assets.defs.training import RETRAIN_JOB
+from pulse_assets.defs.training import MODEL_KEY, RETRAIN_JOB
 from pulse_assets.errors import PulseError
+from pulse_assets.evaluation.loop_verdict import loop_verdict
+from pulse_assets.evaluation.retrodiction import forecast_days
+from pulse_assets.progress import Countdown
+from pulse_assets.rules.impact import gains_from_frame, summary_lines
+from pulse_assets.storage import PartitionStore
+from pulse_assets.storage.partition_store import UNPARTITIONED_KEY
 
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 PLANNED_EVENTS_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 
 def prepare_dagster_home(home: Path) -> Path:
-    """``$PULSE_HOME/dagster`` with the repository's dagster.yaml: shared by demo and UI.
+    """``$PULSE_HOME/dagster`` with the instance settings of the selected profile
+    (``configs/deploy/$PULSE_PROFILE/dagster.yaml``, or the repository's dagster.yaml when no
+    profile is set): shared by demo and UI.
 
     A single run over thousands of daily partitions otherwise writes one "planned" event per
     partition and asset before the first step starts (about a minute on SQLite for the demo);
@@ -39,7 +63,7 @@ def prepare_dagster_home(home: Path) -> Path:
     os.environ.setdefault(PLANNED_EVENTS_ENV, "1")
     dagster_home = home / "dagster"
     dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    shutil.copyfile(instance_yaml_path(), dagster_home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     return dagster_home
 
@@ -77,15 +101,23 @@ def summarize(result: dg.ExecuteInProcessResult) -> list[str]:
 
 class Progress:
     """Prints, every few seconds while a run goes on, the steps it finished and the rounds it
-    trained or retrodicted (their observations), read from the instance's event log."""
+    trained or retrodicted (their observations), each as done/total with an ETA, read from the
+    instance's event log."""
 
-    def __init__(self, instance: dg.DagsterInstance, run_id: str, every_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        instance: dg.DagsterInstance,
+        run_id: str,
+        steps: int,
+        rounds: int = 0,
+        every_s: float = 5.0,
+    ) -> None:
         self._instance, self._run_id, self._every_s = instance, run_id, every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._started = time.perf_counter()
+        self._steps = Countdown("steps", steps)
+        self._rounds = Countdown("rounds", rounds) if rounds else None
         self._reported: set[str] = set()
-        self._rounds = 0
 
     def __enter__(self) -> Progress:
         self._thread.start()
@@ -109,15 +141,22 @@ class Progress:
             if r.event_log_entry.is_dagster_event
             and r.event_log_entry.dagster_event_type == dg.DagsterEventType.STEP_SUCCESS
         ]
-        rounds = len(records) - len(done)
         new = [step for step in done if step and step not in self._reported]
-        elapsed = time.perf_counter() - self._started
         for step in new:
-            print(f"    {elapsed:5.0f} s  {step.replace('__', '/')} done", flush=True)
-        if rounds > self._rounds:
-            print(f"    {elapsed:5.0f} s  {rounds} round(s) done", flush=True)
-        self._reported.update(s for s in new if s)
-        self._rounds = rounds
+            self._steps.advance()
+            print(f"    {step.replace('__', '/')} done; {self._steps.line()}", flush=True)
+        self._reported.update(new)
+        rounds = len(
+            {
+                r.event_log_entry.dagster_event.partition
+                for r in records
+                if r.event_log_entry.dagster_event is not None
+                and r.event_log_entry.dagster_event_type == dg.DagsterEventType.ASSET_OBSERVATION
+            }
+        )  # a round may be observed on several assets (the model and its curriculum)
+        if self._rounds is not None and rounds > self._rounds.done:
+            self._rounds.advance(rounds - self._rounds.done)
+            print(f"    {self._rounds.line()}", flush=True)
 
 
 def _step(
@@ -127,12 +166,14 @@ def _step(
     job_name: str,
     tags: dict[str, str],
     assets: list[dg.AssetKey] | None = None,
+    rounds: int = 0,
 ) -> dg.ExecuteInProcessResult:
     print(f"\n{title} ...", flush=True)
     started = time.perf_counter()
     job = build_definitions(settings).resolve_job_def(job_name)
     run_id = str(uuid.uuid4())
-    with Progress(instance, run_id):
+    steps = len(assets) if assets else len(job.graph.node_dict)
+    with Progress(instance, run_id, steps, rounds):
         result = job.execute_in_process(
             instance=instance,
             tags=tags,
@@ -176,40 +217,126 @@ def scoreboard_report(settings: Settings, instance: dg.DagsterInstance) -> list[
     return lines
 
 
+ABLATION_TABLES = ("features/daily_features", "features/daily_labels")
+
+
+def uniform_arm_settings(settings: Settings, home: Path) -> Settings:
+    """The same walk-forward with uniform weights (``curriculum.enabled: false``): same data,
+    config and seeds, in its own home (store, registry, alias audit, checkpoints)."""
+    tracking = settings.training.tracking.model_copy(
+        update={
+            "uri": f"sqlite:///{home / 'mlflow.db'}",
+            "artifacts_uri": str(home / "mlartifacts"),
+        }
+    )
+    training = settings.training.model_copy(
+        update={"tracking": tracking, "checkpoints_root": str(home / "checkpoints")}
+    )
+    return settings.model_copy(
+        update={
+            "store": settings.store.model_copy(update={"root": str(home / "store")}),
+            "sql": settings.sql.model_copy(update={"url": f"sqlite:///{home / 'pulse.db'}"}),
+            "training": training,
+            "curriculum": settings.curriculum.model_copy(update={"enabled": False}),
+        }
+    )
+
+
+def run_uniform_arm(settings: Settings, rounds: Sequence[str], home: Path) -> pl.DataFrame:
+    """Train and retrodict ``rounds`` with uniform weights on a copy of the features and
+    labels; returns that arm's retrodiction."""
+    source = Path(store_root(settings))
+    if not source.is_dir():
+        raise PulseError(f"the ablation copies a local store's features; {source} is not one")
+    arm = uniform_arm_settings(settings, home)
+    for table in ABLATION_TABLES:
+        shutil.copytree(source / table, Path(arm.store.root or "") / table, dirs_exist_ok=True)
+    with dg.DagsterInstance.ephemeral() as instance:
+        for key in (MODEL_KEY, RETRODICTION_KEY):
+            dg.materialize(
+                build_assets(arm),
+                selection=[key],
+                resources=build_resources(arm),
+                instance=instance,
+                tags=range_tags(rounds[0], rounds[-1]) | {TRIGGER_TAG: "ablation"},
+                run_config=QUIET_CONSOLE,
+            )
+    return PartitionStore(arm.store.root or "").read("evaluation/retrodiction", rounds)
+
+
+def arm_errors(retrodiction: pl.DataFrame, label: str) -> pl.DataFrame:
+    """``date``, ``round``, ``error``: the champion of the day's out-of-sample errors."""
+    return retrodiction.drop_nulls([f"actual_{label}", f"forecast_{label}"]).select(
+        "date",
+        "round",
+        (pl.col(f"forecast_{label}") - pl.col(f"actual_{label}")).alias("error"),
+    )
+
+
+def curriculum_ablation_report(settings: Settings, rounds: Sequence[str], home: Path) -> list[str]:
+    label = settings.training.labels[0]
+    with_curriculum = PartitionStore(store_root(settings)).read("evaluation/retrodiction", rounds)
+    uniform = run_uniform_arm(settings, rounds, home)
+    result = ablation(arm_errors(with_curriculum, label), arm_errors(uniform, label))
+    return [f"curriculum ablation: {result.verdict}"]
+
+
 def rules_report(settings: Settings) -> list[str]:
-    repository = build_resources(settings)["sql_store"].rules()
-    active = repository.search(status="active", limit=100).items
-    everything = repository.search(limit=1000).total
-    evaluations = repository.evaluations()
-    lines = [f"rules: {everything} stored, {len(evaluations)} evaluations, {len(active)} active"]
-    for record in active:
-        figures = repository.evaluations(record.rule_id)[0]
-        lines.append(f"  {record.definition}")
+    """The rule loop over the rounds: activations, retirements, gains after activation."""
+    store = build_resources(settings)["partition_store"].get()
+    rounds = store.keys("rules/rule_state")
+    states = store.read("rules/rule_state", rounds)
+    gains = gains_from_frame(store.read("rules/rule_gains", [UNPARTITIONED_KEY]))
+    return summary_lines(rounds, states, gains, settings.rules.evaluation.confidence)
+
+
+def metrics_report(settings: Settings, last: int = 3) -> list[str]:
+    """Trust delta and symbolic alignment of the last rounds, from metrics/model_metrics."""
+    store = build_resources(settings)["partition_store"].get()
+    rounds = store.keys("metrics/model_metrics")[-last:]
+    frame = store.read("metrics/model_metrics", rounds)
+    lines = [f"the last {len(rounds)} rounds (metrics/model_metrics):"]
+    for key in rounds:
+        rows = frame.filter(pl.col("round") == key)
+        value = dict(zip(rows["metric"], rows["value"], strict=False))
+        notes = dict(zip(rows["metric"], rows["note"], strict=False))
         lines.append(
-            f"    [{record.source}, {record.confidence}] RMSE improvement {figures['metrics']['improvement']:+.3g} "
-            f"on {figures['window_start']}..{figures['window_end']}, 95% CI [{figures['ci_low']:+.3g}, "
-            f"{figures['ci_high']:+.3g}], fired on {figures['fired_rows']} of {figures['rows']} windows"
+            f"  {key}: skill vs best baseline {_figure(value.get('skill_vs_best_baseline'))}, "
+            f"trust delta {_figure(value.get('trust_delta'))} "
+            f"[{_figure(value.get('trust_delta_ci_low'))}, "
+            f"{_figure(value.get('trust_delta_ci_high'))}]{_note(notes.get('trust_delta'))}; "
+            "symbolic alignment: share toward the actual "
+            f"{_figure(value.get('alignment_share_toward'))}"
+            f"{_note(notes.get('alignment_share_toward'))}"
         )
-    if not active:
-        lines.append(f"  none passed: {_why_no_rule(evaluations)}")
     return lines
 
 
-def _why_no_rule(evaluations: list[dict]) -> str:
-    if not evaluations:
-        return "no candidate was mined (no error pattern passed the FDR control) and no LLM was configured"
-    fired = [e for e in evaluations if e["fired_rows"] > 0]
-    silent = len(evaluations) - len(fired)
-    parts = [f"{len(evaluations)} candidate(s) evaluated on the later windows"]
-    if silent:
-        parts.append(f"{silent} never fired there")
-    if fired:
-        best = max(fired, key=lambda e: e["ci_low"])
-        parts.append(
-            f"the best lower bound of an RMSE-improvement interval was {best['ci_low']:+.3g} "
-            "(a rule needs it above zero)"
-        )
-    return "; ".join(parts)
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3g}"
+
+
+def _note(note: str | None) -> str:
+    return f" ({note})" if note else ""
+
+
+def loop_report(settings: Settings, rounds: Sequence[str]) -> str:
+    """One honest sentence: did the loop beat its first model kept as it was?"""
+    label = settings.training.labels[0]
+    resources = build_resources(settings)
+    store = resources["partition_store"].get()
+    impact = store.read("rules/rule_impact", store.keys("rules/rule_impact"))
+    first = store.read("models/forecast_model", rounds[:1]).row(0, named=True)
+    module = resources["registry"].get().load(first["champion"])
+    last_day = impact["date"].max()
+    history = timedelta(days=2 * settings.features.lookback_days())
+    features = store.read_range(
+        "features/daily_features",
+        (first["start"] - history).isoformat(),
+        last_day.isoformat(),
+    )
+    kept = forecast_days(module, features, first["start"], last_day + timedelta(days=1))
+    return "verdict of the loop: " + loop_verdict(impact, kept, label).sentence()
 
 
 def run_demo() -> int:
@@ -221,7 +348,7 @@ def run_demo() -> int:
     print(f"PULSE_HOME={home}")
     with dg.DagsterInstance.get() as instance:
         result = _step(
-            f"1/6 ingest and features: {MAIN_JOB} over {days[0]}..{days[-1]} in one run",
+            f"1/9 ingest and features: {MAIN_JOB} over {days[0]}..{days[-1]} in one run",
             settings,
             instance,
             MAIN_JOB,
@@ -230,32 +357,67 @@ def run_demo() -> int:
         print("\n".join(summarize(result)))
         round_range = range_tags(rounds[0], rounds[-1])
         _step(
-            f"2/6 the walk-forward: {RETRAIN_JOB} over {len(rounds)} {settings.rounds.cadence} "
-            f"rounds {rounds[0]}..{rounds[-1]} (champion decided, challenger trained, each round)",
+            f"2/9 the walk-forward: {RETRAIN_JOB} over {len(rounds)} {settings.rounds.cadence} "
+            f"rounds {rounds[0]}..{rounds[-1]} (champion decided, curriculum scored, challenger "
+            "trained, each round)",
             settings,
             instance,
             RETRAIN_JOB,
             round_range | {TRIGGER_TAG: "manual"},
+            rounds=len(rounds),
         )
         _step(
-            f"3/6 retrodiction of every round: {EVALUATE_JOB} (champion of the day, shadow, baselines)",
+            f"3/9 retrodiction of every round: {EVALUATE_JOB} (champion of the day, shadow, "
+            "baselines; the model's check against the best baseline)",
             settings,
             instance,
             EVALUATE_JOB,
             round_range,
+            rounds=len(rounds),
+        )
+        _step(
+            f"4/9 the rule loop over the rounds: {RULES_JOB} (each round decided from the days "
+            "before it)",
+            settings,
+            instance,
+            RULES_JOB,
+            round_range,
+        )
+        _step(
+            f"5/9 rule gains after activation: {RULE_GAINS_JOB}",
+            settings,
+            instance,
+            RULE_GAINS_JOB,
+            {},
+        )
+        _step(
+            f"6/9 metrics of every round: {METRICS_JOB} (skill, DM, trust delta, alignment)",
+            settings,
+            instance,
+            METRICS_JOB,
+            round_range,
         )
         drift_first = days[-settings.drift.window_days]
         _step(
-            f"4/6 drift checks over {drift_first}..{days[-1]}: {DRIFT_JOB}",
+            f"7/9 drift checks over {drift_first}..{days[-1]}: {DRIFT_JOB}",
             settings,
             instance,
             DRIFT_JOB,
             range_tags(drift_first, days[-1]),
         )
-        _step(f"5/6 the rule loop: {RULES_JOB}", settings, instance, RULES_JOB, {})
-        _step(f"6/6 the scoreboard: {SCOREBOARD_JOB}", settings, instance, SCOREBOARD_JOB, {})
+        _step(f"8/9 the scoreboard: {SCOREBOARD_JOB}", settings, instance, SCOREBOARD_JOB, {})
         print("\n" + "\n".join(scoreboard_report(settings, instance)))
     print("\n" + "\n".join(rules_report(settings)))
+    print("\n" + "\n".join(metrics_report(settings)))
+    print(
+        f"\n9/9 the curriculum ablation: the same {len(rounds)} rounds with uniform weights, in "
+        f"{home / 'ablation'} ...",
+        flush=True,
+    )
+    started = time.perf_counter()
+    print("\n".join(curriculum_ablation_report(settings, rounds, home / "ablation")))
+    print(f"    done in {time.perf_counter() - started:.1f} s")
+    print("\n" + loop_report(settings, rounds))
     print(f"\nstore: {store_root(settings)}")
     print(
         "see it all: make ui (Dagster, http://127.0.0.1:3000), make mlflow-ui (MLflow, http://127.0.0.1:5000)"

@@ -17,7 +17,8 @@ from pulse_assets.defs.raw import raw_key
 def test_progress_names_each_step_as_it_finishes(small_settings, capsys: pytest.CaptureFixture):
     job = build_definitions(small_settings).resolve_job_def(MAIN_JOB)
     run_id = str(uuid.uuid4())
-    with dg.instance_for_test() as instance, Progress(instance, run_id, every_s=0.05):
+    sources = len(small_settings.sources)
+    with dg.instance_for_test() as instance, Progress(instance, run_id, sources, every_s=0.05):
         result = job.execute_in_process(
             instance=instance,
             tags=range_tags("2016-01-01", "2016-03-31"),
@@ -27,7 +28,9 @@ def test_progress_names_each_step_as_it_finishes(small_settings, capsys: pytest.
         )
     assert result.success
     lines = capsys.readouterr().out.splitlines()
-    done = [line.split()[-2] for line in lines if line.endswith(" done")]
+    done = [line.split()[0] for line in lines if " done; steps " in line]
     steps = {"raw/market_prices", "raw/political_polls", "raw/social_activity"}
     assert steps <= set(done), lines
     assert len(done) == len(set(done)), f"a step reported twice: {lines}"
+    assert f"steps {sources}/{sources} (100%)" in lines[-1], lines
+    assert "ETA" in lines[0] and "(33%)" in lines[0], lines

@@ -1,29 +1,58 @@
 """The drift report asset and the sensor that starts a retrain when drift persists."""
 
+import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from pulse_assets.config import Settings
 from pulse_assets.defs.features import FEATURES_KEY
-from pulse_assets.defs.metadata import frame_metadata, markdown_table, versioned_output
+from pulse_assets.defs.metadata import (
+    embedded_charts,
+    frame_metadata,
+    markdown_table,
+    versioned_output,
+)
 from pulse_assets.defs.partitions import round_partitions
 from pulse_assets.defs.resources import PartitionStoreResource, RegistryResource
 from pulse_assets.defs.tags import CUTOFF_TAG, DRIFTED_FEATURES_TAG, LIVE_CUTOFF, TRIGGER_TAG
 from pulse_assets.defs.training import MODEL_KEY, RETRAIN_JOB
+from pulse_assets.drift.charts import drift_heatmap
 from pulse_assets.drift.episodes import current_episode
-from pulse_assets.drift.report import MULTIVARIATE_FEATURE, daily_reports, recent_checks
+from pulse_assets.drift.report import (
+    MULTIVARIATE_FEATURE,
+    REPORT_DESCRIPTIONS,
+    daily_reports,
+    recent_checks,
+)
 from pulse_assets.training.registry import (
     CHALLENGER,
     CHAMPION,
+    ModelRegistry,
     VersionTags,
     require_champion,
 )
 
 DRIFT_KEY = dg.AssetKey(["drift", "drift_report"])
 DRIFT_TABLE = "drift/drift_report"
+
+
+def _weekly_heatmap(
+    report: pl.DataFrame, registry: ModelRegistry, latest_drifted: int
+) -> dict[str, Any]:
+    """Feature x week heatmap of a range run's checks (q-value and PSI), in the metadata and
+    on an MLflow run; a run over fewer than two weeks has nothing to compare across."""
+    weekly = report.with_columns(pl.col("date").dt.truncate("1w").cast(pl.String).alias("window"))
+    if weekly.get_column("window").n_unique() < 2:
+        return {"chart_drift_heatmap": "none: the run checked fewer than two weeks"}
+    with tempfile.TemporaryDirectory(prefix="pulse-chart-") as folder:
+        chart = drift_heatmap(weekly, Path(folder) / "drift_heatmap.png")
+        registry.log_report("drift_report", {"latest_drifted_features": latest_drifted}, [chart])
+        return dict(embedded_charts([chart]))
 
 
 def build_drift_assets(
@@ -53,6 +82,7 @@ def build_drift_assets(
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=dg.AutomationCondition.eager(),
         kinds={"scipy", "parquet"},
+        output_required=False,
     )
     def drift_report(
         context: dg.AssetExecutionContext,
@@ -71,6 +101,12 @@ def build_drift_assets(
             window.start.date() + timedelta(days=n) for n in range((window.end - window.start).days)
         ]
         observed = sorted(set(recent.get_column("date").to_list()) & set(days))
+        if not observed:
+            context.log.info(
+                f"no feature rows on {days[0]}..{days[-1]} (a weekend or holiday): nothing to "
+                "check, so no report; the latest drift report stays the last day with data"
+            )
+            return
         report = daily_reports(
             reference,
             recent,
@@ -83,19 +119,23 @@ def build_drift_assets(
         latest = report.filter(pl.col("date") == report["date"].max()) if report.height else report
         drifted = latest.filter(pl.col("drifted") & (pl.col("feature") != MULTIVARIATE_FEATURE))
         mmd = latest.filter(pl.col("feature") == MULTIVARIATE_FEATURE)
-        metadata = frame_metadata(report) | {
-            "champion_version": champion.version,
-            "reference_range": f"{first}...{last}",
-            "latest_drifted_features": drifted.height,
-            "latest_drifted": ", ".join(drifted["feature"].to_list()) or "none",
-            "multivariate_drift": bool(mmd["drifted"][0]) if mmd.height else "not run",
-            "latest_checks": markdown_table(
-                latest.sort("q_value")
-                .select("feature", "statistic", "q_value", "psi", "wasserstein", "drifted")
-                .with_columns(pl.col(pl.Float64).round_sig_figs(4)),
-                max_rows=30,
-            ),
-        }
+        metadata = (
+            frame_metadata(report, descriptions=REPORT_DESCRIPTIONS)
+            | {
+                "champion_version": champion.version,
+                "reference_range": f"{first}...{last}",
+                "latest_drifted_features": drifted.height,
+                "latest_drifted": ", ".join(drifted["feature"].to_list()) or "none",
+                "multivariate_drift": bool(mmd["drifted"][0]) if mmd.height else "not run",
+                "latest_checks": markdown_table(
+                    latest.sort("q_value")
+                    .select("feature", "statistic", "q_value", "psi", "wasserstein", "drifted")
+                    .with_columns(pl.col(pl.Float64).round_sig_figs(4)),
+                    max_rows=30,
+                ),
+            }
+            | _weekly_heatmap(report, model_registry, drifted.height)
+        )
         yield versioned_output(report, metadata)
 
     return [drift_report]

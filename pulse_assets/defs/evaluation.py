@@ -1,9 +1,7 @@
 """Retrodiction by round (the champion of each day, the challenger's shadow, the baselines) and
 the scoreboard over every round."""
 
-import base64
 import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +13,7 @@ import polars as pl
 from pulse_assets.config import Settings
 from pulse_assets.defs.features import FEATURES_KEY, LABELS_KEY
 from pulse_assets.defs.metadata import (
+    embedded_charts,
     frame_metadata,
     markdown_table,
     rounded,
@@ -24,23 +23,28 @@ from pulse_assets.defs.partitions import round_partitions, rounds_covering
 from pulse_assets.defs.resources import READ_EXISTING_ONLY, RegistryResource, SqlStoreResource
 from pulse_assets.defs.training import MODEL_KEY, round_windows
 from pulse_assets.evaluation.baselines import Baseline, fit_baselines
-from pulse_assets.evaluation.charts import scoreboard_chart
+from pulse_assets.evaluation.charts import (
+    cumulative_dm_chart,
+    forecast_chart,
+    loss_per_round_chart,
+    relative_loss_chart,
+)
 from pulse_assets.evaluation.retrodiction import (
     abs_returns,
     retrodict_round,
-    with_rules,
 )
 from pulse_assets.evaluation.scoreboard import CHAMPION as CHAMPION_FORECASTER
 from pulse_assets.evaluation.scoreboard import (
+    SCOREBOARD_DESCRIPTIONS,
     best_baseline_comparison,
     dm_table,
     skill_table,
     winner_line,
 )
-from pulse_assets.features.pipeline import feature_columns
 from pulse_assets.metrics.forecast_skill import FORECAST_SKILL_NAMES
 from pulse_assets.metrics.store import MetricsStore
-from pulse_assets.rules.loop import active_rules
+from pulse_assets.progress import Countdown
+from pulse_assets.training.charts import lineage_chart
 from pulse_assets.training.registry import (
     ModelRegistry,
     require_champion,
@@ -124,16 +128,46 @@ def _log_round_to_mlflow(
         registry.log_version_metrics(version, figures, step=step)
 
 
-def _beats_baseline(frame: pl.DataFrame, label: str) -> dg.AssetCheckResult:
+SCOREBOARD_CHARTS = {
+    "forecast": forecast_chart,
+    "relative_loss": relative_loss_chart,
+    "loss_per_round": loss_per_round_chart,
+    "cumulative_dm": cumulative_dm_chart,
+}
+
+
+def _scoreboard_charts(
+    retrodiction: pl.DataFrame, rounds: pl.DataFrame, label: str, folder: Path
+) -> list[Path]:
+    """The walk-forward's charts: forecasts against each baseline with rolling RMSE, the
+    champion's loss relative to the best baseline per round, loss per round, the cumulative
+    DM statistic, and the registry's lineage with its promotions."""
+    charts = [
+        draw(retrodiction, label, folder / f"{name}.png")
+        for name, draw in SCOREBOARD_CHARTS.items()
+    ]
+    if rounds.height:
+        charts.append(lineage_chart(rounds, folder / "lineage.png"))
+    return charts
+
+
+def latest_rounds(frame: pl.DataFrame, count: int) -> pl.DataFrame:
+    """The rows of the ``count`` latest rounds of a retrodiction frame."""
+    keep = frame.get_column("round").unique().sort().tail(count)
+    return frame.filter(pl.col("round").is_in(keep.implode()))
+
+
+def _beats_baseline(frame: pl.DataFrame, label: str, rounds: int) -> dg.AssetCheckResult:
     compared = best_baseline_comparison(skill_table(frame, label), dm_table(frame, label))
+    first, last = str(frame["round"].min()), str(frame["round"].max())
+    metadata: dict[str, Any] = rounded(asdict(compared))
     return dg.AssetCheckResult(
-        check_name=BEATS_BASELINE_CHECK,
         passed=compared.champion_wins,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata=rounded(asdict(compared)),
-        description=f"champion RMSE {compared.champion_rmse:.4g} against "
-        f"{compared.best_baseline} {compared.best_baseline_rmse:.4g} (DM p "
-        f"{compared.dm_p_value:.3g})",
+        metadata=metadata | {"rounds": rounds, "rounds_range": f"{first}...{last}"},
+        description=f"latest {rounds} round(s) {first}...{last}: champion of the day RMSE "
+        f"{compared.champion_rmse:.4g} against {compared.best_baseline} "
+        f"{compared.best_baseline_rmse:.4g} (DM p {compared.dm_p_value:.3g})",
     )
 
 
@@ -157,7 +191,7 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "champion that day (from the alias audit), beside the round's challenger (shadow) and "
             "the standard baselines fitted on returns known before the round (naive, trailing "
             "mean, EWMA, GARCH(1,1)-t). Every row is out of sample for the version that made it. "
-            "Active rules adjust the champion's forecast."
+            "Rules apply downstream (rules/rule_impact), decided from earlier rounds only."
         ),
         ins={
             "rounds": dg.AssetIn(MODEL_KEY),
@@ -168,14 +202,6 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=dg.AutomationCondition.eager(),
         kinds={"pytorch", "parquet"},
-        check_specs=[
-            dg.AssetCheckSpec(
-                BEATS_BASELINE_CHECK,
-                asset=RETRODICTION_KEY,
-                description="Warns when the champion of the day's RMSE over the run's rounds is "
-                "not below the best standard baseline's (naive, trailing mean, EWMA, GARCH).",
-            )
-        ],
     )
     def retrodiction(
         context: dg.AssetExecutionContext,
@@ -184,15 +210,16 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         label_rows: pl.DataFrame,
         registry: RegistryResource,
         sql_store: SqlStoreResource,
-    ) -> Iterator[dg.Output[pl.DataFrame] | dg.AssetCheckResult]:
+    ) -> dg.Output[pl.DataFrame]:
         model_registry = registry.get()
         require_champion(model_registry)  # no champion: nothing forecast, say what to do
         service = ServiceLookup(model_registry, ModelCache(model_registry))
-        rules = active_rules(sql_store.rules(), [label], feature_columns(features))
         metrics = sql_store.metrics()
         returns = abs_returns(label_rows, label)
         frames = []
-        for window in round_windows(round_defs, list(context.partition_keys)):
+        windows = round_windows(round_defs, list(context.partition_keys))
+        countdown = Countdown("rounds retrodicted:", len(windows))
+        for window in windows:
             fit_from = window.start - timedelta(days=settings.training.window_days)
             fitted = fit_baselines(
                 returns.filter(pl.col("date").is_between(fit_from, window.start, closed="left")),
@@ -207,7 +234,6 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 service.challenger,
                 fitted,
             ).with_columns(pl.lit(window.key).alias("round"))
-            frame = with_rules(frame, features, [label], [rule for _, rule in rules])
             frames.append(frame)
             skill, dm = skill_table(frame, label), dm_table(frame, label)
             _record_round(
@@ -230,13 +256,12 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     ),
                 )
             )
+            context.log.info(f"round {window.key}: {countdown.advance()}")
         frame = pl.concat(frames, how="diagonal_relaxed")
         metadata = frame_metadata(frame) | {
             "in_sample_rows": int(frame["in_sample"].sum()),
-            "active_rules": ", ".join(record.rule_id for record, _ in rules) or "none",
         }
-        yield versioned_output(frame, metadata)
-        yield _beats_baseline(frame, label)
+        return versioned_output(frame, metadata)
 
     @dg.asset(
         key=SCOREBOARD_KEY,
@@ -261,13 +286,17 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         skill = skill_table(retrodiction, label)
         dm = dm_table(retrodiction, label)
         with tempfile.TemporaryDirectory(prefix="pulse-chart-") as folder:
-            chart = scoreboard_chart(retrodiction, label, Path(folder) / "scoreboard.png")
+            charts = (
+                _scoreboard_charts(retrodiction, rounds, label, Path(folder))
+                if skill.height
+                else []
+            )
             registry.get().log_report(
                 "scoreboard",
                 {f"{r['forecaster']}_rmse": r["rmse"] for r in skill.iter_rows(named=True)},
-                [chart],
+                charts,
             )
-            image = base64.b64encode(chart.read_bytes()).decode()
+            images = embedded_charts(charts)
         first, last = retrodiction["date"].min(), retrodiction["date"].max()
         metadata: dict[str, Any] = {
             "verdict": winner_line(skill, dm),
@@ -279,8 +308,8 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "diebold_mariano": markdown_table(
                 dm.with_columns(pl.col(pl.Float64).round_sig_figs(4))
             ),
-            "chart": dg.MetadataValue.md(f"![scoreboard](data:image/png;base64,{image})"),
         }
+        metadata |= images or {"charts": "none: no day has every forecast and its actual known yet"}
         context.log.info(str(metadata["verdict"]))
         table = skill.join(
             dm.filter(pl.col("loss") == "squared").select(
@@ -291,6 +320,30 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             on="forecaster",
             how="left",
         )
-        return dg.Output(table, metadata=metadata)
+        described = frame_metadata(table, time_column=None, descriptions=SCOREBOARD_DESCRIPTIONS)
+        return dg.Output(table, metadata=described | metadata)
 
-    return [retrodiction, scoreboard]
+    @dg.asset_check(
+        asset=MODEL_KEY,
+        name=BEATS_BASELINE_CHECK,
+        additional_ins={
+            "retrodiction": dg.AssetIn(RETRODICTION_KEY, metadata={READ_EXISTING_ONLY: True})
+        },
+        description=(
+            f"Warns when, over the latest {settings.rounds.check_latest_rounds} retrodicted "
+            "rounds, the champion of the day's RMSE is not below the best standard baseline's "
+            "(naive, trailing mean, EWMA, GARCH); the DM p-value says whether it is significant."
+        ),
+    )
+    def champion_beats_best_baseline(retrodiction: pl.DataFrame) -> dg.AssetCheckResult:
+        if retrodiction.height == 0:
+            return dg.AssetCheckResult(
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                description="not evaluated: no round is retrodicted yet; materialize "
+                "evaluation/retrodiction over the latest rounds (the evaluate job)",
+            )
+        latest = latest_rounds(retrodiction, settings.rounds.check_latest_rounds)
+        return _beats_baseline(latest, label, latest["round"].n_unique())
+
+    return [retrodiction, scoreboard, champion_beats_best_baseline]

@@ -11,6 +11,7 @@ from pulse_assets.defs.metadata import frame_metadata, versioned_output
 from pulse_assets.defs.raw import raw_key
 from pulse_assets.defs.resources import PartitionStoreResource, table_name
 from pulse_assets.features import build_daily_features, build_labels, feature_columns
+from pulse_assets.features.pipeline import feature_descriptions
 from pulse_assets.features.quality import duplicated_dates, non_finite_counts
 
 FEATURES_KEY = dg.AssetKey(["features", "daily_features"])
@@ -39,6 +40,7 @@ def build_feature_assets(
     settings: Settings, partitions: dg.PartitionsDefinition
 ) -> list[dg.AssetsDefinition]:
     spec = settings.features
+    described = feature_descriptions(spec)
     lookback = dg.TimeWindowPartitionMapping(start_offset=-spec.lookback_days(), end_offset=0)
     ins = {name: dg.AssetIn(key=raw_key(name), partition_mapping=lookback) for name in spec.inputs}
 
@@ -70,7 +72,7 @@ def build_feature_assets(
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         window = context.partition_time_window
         table = build_daily_features(raw_frames, spec, window.start.date(), window.end.date())
-        metadata = frame_metadata(table.frame) | {
+        metadata = frame_metadata(table.frame, descriptions=described) | {
             "feature_columns": len(feature_columns(table.frame)),
             "warmup_rows_dropped": table.warmup_rows,
             "partitions": len(context.partition_keys),
@@ -118,7 +120,7 @@ def build_feature_assets(
         labels = build_labels(
             frames, spec.labels, spec.spine, window.start.date(), window.end.date()
         )
-        metadata = frame_metadata(labels) | {
+        metadata = frame_metadata(labels, descriptions=described) | {
             "labels_known": int(labels.drop_nulls().height),
         }
         return versioned_output(labels, metadata)

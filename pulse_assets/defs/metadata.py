@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -34,6 +37,8 @@ COLUMN_MEANINGS_EXACT = {
     "challenger_version": "the round's challenger, forecasting in the shadow",
     "in_sample": "whether the day was inside the forecasting version's training",
     "round": "the training round the day belongs to",
+    "active_rule_ids": "the rules in force that day, in the order they apply",
+    "rules_fired": "how many of them fired that day",
 }
 
 
@@ -53,21 +58,32 @@ def rounded(figures: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def frame_metadata(frame: pl.DataFrame, time_column: str = "date") -> dict[str, Any]:
+def frame_metadata(
+    frame: pl.DataFrame,
+    time_column: str | None = "date",
+    descriptions: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Rows, column schema (each column described: ``descriptions`` first, then the shared
+    meanings above), time range and content hash of a table."""
+    given = descriptions or {}
     schema = dg.TableSchema(
         columns=[
-            dg.TableColumn(name, str(dtype), description=column_description(name))
+            dg.TableColumn(
+                name, str(dtype), description=given.get(name) or column_description(name)
+            )
             for name, dtype in frame.schema.items()
         ]
     )
-    times = frame.get_column(time_column) if frame.height else None
-    return {
+    metadata: dict[str, Any] = {
         "dagster/row_count": frame.height,
         "dagster/column_schema": schema,
-        "first_date": str(times.min()) if times is not None else "none",
-        "last_date": str(times.max()) if times is not None else "none",
         "content_hash": content_hash(frame),
     }
+    if time_column is not None:
+        times = frame.get_column(time_column) if frame.height else None
+        metadata["first_date"] = str(times.min()) if times is not None else "none"
+        metadata["last_date"] = str(times.max()) if times is not None else "none"
+    return metadata
 
 
 def versioned_output(frame: pl.DataFrame, metadata: dict[str, Any]) -> dg.Output[pl.DataFrame]:
@@ -96,3 +112,15 @@ def escape_markdown(text: str) -> str:
     flat = " ".join(text.split())
     html = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", html)
+
+
+def embedded_charts(charts: list[Path]) -> dict[str, Any]:
+    """Each PNG as markdown metadata ``chart_<file stem>``, the image inline (a data URI), so
+    the asset page shows it without a file server (behind the row's [Show Markdown]: the UI
+    folds long markdown)."""
+    return {
+        f"chart_{chart.stem}": dg.MetadataValue.md(
+            f"![{chart.stem}](data:image/png;base64,{base64.b64encode(chart.read_bytes()).decode()})"
+        )
+        for chart in charts
+    }

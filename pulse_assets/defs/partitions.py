@@ -28,7 +28,11 @@ ROUND_DAYS = {"weekly": 7, "monthly": 31, "quarterly": 92}
 
 
 def round_partitions(settings: Settings) -> dg.TimeWindowPartitionsDefinition:
-    """Training rounds (weekly, monthly or quarterly) over the same span as the days."""
+    """Training rounds (weekly, monthly or quarterly) over the same span as the days.
+
+    A round is trained when it starts (its cutoff is its first day), so the round that has
+    just begun is a partition (``end_offset=1``): ``round_schedule``, at the start of June,
+    runs the June round, not May's. With a configured end, the rounds stop there."""
     cadence = settings.rounds.cadence
     end = settings.partitions.end
     return dg.TimeWindowPartitionsDefinition(
@@ -37,6 +41,7 @@ def round_partitions(settings: Settings) -> dg.TimeWindowPartitionsDefinition:
         end=end.isoformat() if end else None,
         fmt="%Y-%m-%d",
         timezone=settings.partitions.timezone,
+        end_offset=1,
     )
 
 

@@ -43,6 +43,21 @@ def rejected_quarantine_table(source_name: str) -> str:
     return f"quarantine_rejected/{source_name}"
 
 
+def raw_descriptions(source_name: str, config: SourceConfig) -> dict[str, str]:
+    """Each raw column as its schema declares it: type, allowed values, the source."""
+    bounds = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    described = {}
+    for column, spec in config.data_schema.columns.items():
+        limits = [
+            f"{sign} {getattr(spec, key):g}"
+            for key, sign in bounds.items()
+            if getattr(spec, key) is not None
+        ]
+        allowed = f" {', '.join(limits)}" if limits else ""
+        described[column] = f"{spec.type}{allowed}, from {source_name} ({config.plugin})"
+    return described
+
+
 def _known_undated(store: PartitionStore, source_name: str) -> pl.DataFrame:
     table = undated_quarantine_table(source_name)
     if UNPARTITIONED_KEY not in store.keys(table):
@@ -159,7 +174,7 @@ def build_raw_asset(
                 f"{rejected_quarantine_table(name)}/{context.run_id} of the store; fix the "
                 "source or its schema in configs/ and re-run these partitions"
             )
-        metadata = frame_metadata(ingest.good) | {
+        metadata = frame_metadata(ingest.good, descriptions=raw_descriptions(name, config)) | {
             "source": source.location(),
             "partitions": len(context.partition_keys),
             "quarantined_rows": quarantined_rows,

@@ -89,6 +89,21 @@ REPORT_SCHEMA = {
     "drifted": pl.Boolean(),
     "note": pl.String(),
 }
+REPORT_DESCRIPTIONS = {
+    "date": "the day checked: its trailing drift.window_days of feature rows",
+    "champion_version": "the champion whose training rows are the reference",
+    "feature": "the feature tested (__multivariate_mmd__: all features together)",
+    "kind": "continuous (KS test), categorical (chi-square) or multivariate (MMD)",
+    "statistic": "the test statistic (KS D, chi-square, or MMD distance)",
+    "p_value": "the test's p-value",
+    "q_value": "Benjamini-Hochberg q-value over the day's features",
+    "psi": "population stability index (effect size)",
+    "wasserstein": "Wasserstein distance / reference standard deviation (effect size)",
+    "reference_n": "reference rows (the champion's training span)",
+    "current_n": "recent rows tested",
+    "drifted": "q below drift.fdr_q and an effect past min_psi or min_wasserstein",
+    "note": "how the test was run, when it matters",
+}
 
 
 def drifted_by_day(reports: pl.DataFrame, champion_version: str) -> list[tuple[date, set[str]]]:

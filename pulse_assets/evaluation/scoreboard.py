@@ -21,6 +21,18 @@ CHAMPION, SHADOW = "champion", "challenger_shadow"
 SIGNIFICANCE = 0.05
 
 
+SCOREBOARD_DESCRIPTIONS = {
+    "forecaster": "champion (of the day), shadow (the round's challenger) or a baseline",
+    "rmse": "root mean squared error, out of sample",
+    "mae": "mean absolute error, out of sample",
+    "qlike": "QLIKE loss of the implied variance (lower is better)",
+    "theil_u2": "RMSE / naive persistence's RMSE (below 1: beats naive)",
+    "days": "days scored",
+    "champion_dm_statistic": "DM statistic of the champion vs this forecaster, squared loss",
+    "champion_dm_p_value": "its two-sided p-value (HAC variance, HLN correction)",
+}
+
+
 def forecaster_columns(label: str) -> dict[str, str]:
     """Forecaster name -> its column in a retrodiction frame."""
     columns = {CHAMPION: f"forecast_{label}", SHADOW: f"shadow_{label}"}

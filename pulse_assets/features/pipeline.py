@@ -32,6 +32,7 @@ from pulse_assets.features.steps import (
     STALENESS_SUFFIX,
     calculate_indicators,
     forward_fill_with_staleness,
+    indicator_name,
     normalize,
 )
 
@@ -179,3 +180,52 @@ def build_labels(
         )
         days = days.join(values, on="date", how="left")
     return days.filter(pl.col("date").is_between(start, end, closed="left"))
+
+
+INDICATOR_MEANINGS = {
+    "log_return": "log return of {column} over {window} row(s)",
+    "rolling_volatility": "standard deviation of {column} over the trailing {window} rows",
+    "momentum": "{column} relative to {window} rows earlier, minus 1",
+    "ma_gap": "{column} relative to its trailing {window}-row mean, minus 1",
+    "change": "{column} minus its value {window} rows earlier",
+    "rolling_zscore": "{column} as a z-score against its trailing {window} rows",
+    "rsi": "relative strength index of {column} over {window} rows (0-100)",
+}
+
+
+def feature_descriptions(config: FeaturesConfig) -> dict[str, str]:
+    """What each column of daily_features holds, derived from the steps that make it (one
+    place: the configured pipeline), for the column schema the UI shows."""
+    described: dict[str, str] = {}
+    for source, inp in config.inputs.items():
+        lag = (
+            f", known {inp.published_lag_days} day(s) after its date"
+            if inp.published_lag_days
+            else ""
+        )
+        for column in inp.columns:
+            described[inp.blended(column)] = (
+                f"{source}.{column}{lag}, carried forward at most {inp.max_staleness_days} days"
+            )
+        described[f"{inp.prefix}{STALENESS_SUFFIX}"] = (
+            f"days since a value of {source} last became known"
+        )
+    for step in config.steps:
+        if isinstance(step, IndicatorStep):
+            for spec in step.params.indicators:
+                for window in spec.windows:
+                    text = INDICATOR_MEANINGS[spec.kind].format(column=spec.column, window=window)
+                    described[indicator_name(spec, window)] = text
+        elif isinstance(step, NormalizeStep):
+            params = step.params
+            suffix = params.suffix or ("_z" if params.method == "z-score" else "_mm")
+            for column in params.columns or []:
+                described[f"{column}{suffix}"] = (
+                    f"{column} scaled ({params.method}) by its trailing {params.window} rows"
+                )
+    for label in config.labels:
+        described[f"{LABEL_PREFIX}{label.name}"] = (
+            f"target: {label.kind.replace('_', ' ')} of {label.source}.{label.column} "
+            "(the next trading day's value; never an input)"
+        )
+    return described

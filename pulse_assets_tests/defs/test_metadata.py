@@ -30,3 +30,19 @@ def test_floats_are_shown_to_four_significant_figures_and_columns_say_what_they_
     assert column_description("naive_error_sp500_abs_return_next") == "naive forecast minus actual"
     assert column_description("naive_sp500_abs_return_next").startswith("naive persistence")
     assert column_description("sp500_log_return") is None
+
+
+def test_raw_columns_are_described_by_their_declared_schema(real_raw_frames) -> None:
+    from pulse_assets.config import load_settings
+    from pulse_assets.defs.metadata import frame_metadata
+    from pulse_assets.defs.raw import raw_descriptions
+
+    settings = load_settings()
+    for name, config in settings.sources.items():
+        schema = frame_metadata(real_raw_frames[name], descriptions=raw_descriptions(name, config))[
+            "dagster/column_schema"
+        ]
+        blank = [column.name for column in schema.columns if not column.description]
+        assert not blank, f"raw/{name}: columns without a description: {blank}"
+    described = raw_descriptions("market_prices", settings.sources["market_prices"])
+    assert described["volume"].startswith("int >= 0, from market_prices")

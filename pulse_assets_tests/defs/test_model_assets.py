@@ -17,7 +17,6 @@ from pulse_assets.defs.partitions import range_tags
 from pulse_assets.defs.tags import CUTOFF_TAG, DRIFTED_FEATURES_TAG, LIVE_CUTOFF, TRIGGER_TAG
 from pulse_assets.defs.training import MODEL_KEY
 from pulse_assets.storage import PartitionStore
-from pulse_assets.storage.sql import connect
 from pulse_assets.training.audit import holder_at
 from pulse_assets.training.registry import CHALLENGER, CHAMPION, ModelRegistry, VersionTags
 from pulse_assets_tests.conftest import isolated_world
@@ -75,7 +74,11 @@ def records_of(world) -> pl.DataFrame:
 
 
 def test_each_round_records_its_versions_figures_and_lineage(world):
-    records = world["training"].output_for_node("models__forecast_model").sort("start")
+    records = (
+        world["training"]
+        .output_for_node("models__forecast_model", "models__forecast_model")
+        .sort("start")
+    )
     assert records["round"].to_list() == ROUNDS
     assert records["trained"].all() and records["challenger"].n_unique() == len(ROUNDS)
     observations = {
@@ -228,7 +231,7 @@ def test_a_drift_retrain_learns_the_drifted_days_once(world):
 
     run = live_run()
     assert run.success
-    record = run.output_for_node("models__forecast_model")
+    record = run.output_for_node("models__forecast_model", "models__forecast_model")
     assert record.item(0, "trained") is True and record.item(0, "duplicate_of") is None
     version = record.item(0, "challenger")
     assert version not in before
@@ -303,139 +306,12 @@ def test_freshness_and_automation_are_declared(world):
         instance=world["instance"], scheduled_execution_time=datetime(2016, 12, 1, tzinfo=UTC)
     ) as context:
         (request,) = schedule.evaluate_tick(context).run_requests or []
-    assert request.tags[TRIGGER_TAG] == "schedule" and request.partition_key == ROUNDS[-2]
+    assert (
+        request.tags[TRIGGER_TAG] == "schedule" and request.partition_key == ROUNDS[-1]
+    )  # the round that begins at the tick
 
 
 PLANTED_BIAS = 0.02
-
-
-def plant_overshoot_on_up_days(store: PartitionStore, feature: str, label: str) -> None:
-    """Every stored retrodiction row overshoots by PLANTED_BIAS where ``feature >= 0``: a
-    pattern far larger than the model's own errors, so its outcome is known in advance."""
-    keys = store.keys(RETRODICTION)
-    frame = store.read(RETRODICTION, keys)
-    first, last = frame["date"].min(), frame["date"].max()
-    features = store.read_range("features/daily_features", str(first), str(last))
-    up = (
-        frame.select("date")
-        .join(features.select("date", feature), on="date", how="left")
-        .select((pl.col(feature) >= 0).fill_null(False))
-        .to_series()
-    )
-    forecast = pl.col(f"forecast_{label}") + pl.when(up).then(PLANTED_BIAS).otherwise(0.0)
-    planted = frame.with_columns(forecast.alias(f"forecast_{label}")).with_columns(
-        pl.col(f"forecast_{label}").alias(f"adjusted_{label}"),
-        (pl.col(f"forecast_{label}") - pl.col(f"actual_{label}")).alias(f"error_{label}"),
-        (pl.col(f"forecast_{label}") - pl.col(f"actual_{label}")).alias(f"adjusted_error_{label}"),
-    )
-    store.write_partitions(RETRODICTION, planted.select(frame.columns), keys, key_column="round")
-
-
-def test_the_rule_loop_finds_a_planted_pattern_and_rejects_a_harmful_rule(world, monkeypatch):
-    """The rule assets through Dagster, with a known outcome: the symbolic miner must find the
-    planted overshoot and a rule correcting it must become active; the LLM's harmful rule must
-    fail its evaluation, its invalid and over-nested rules must be rejected at parse, and the
-    next retrodiction must apply exactly the active rules."""
-    import json as _json
-
-    from pulse_assets.config import SymbolicRulesConfig
-    from pulse_assets.defs.rules import ACTIVE_KEY, CANDIDATES_KEY, EVALUATIONS_KEY
-    from pulse_assets.evaluation.retrodiction import with_rules
-    from pulse_assets.features.pipeline import feature_columns
-    from pulse_assets.rules.language import parse
-    from pulse_assets.rules.loop import active_rules
-    from pulse_assets.rules.repository import RuleRepository
-    from pulse_assets_tests.http_server import Reply, scripted_server
-
-    settings = world["settings"]
-    label = "sp500_abs_return_next"
-    assert materialize(world, [RETRODICTION_KEY], ROUNDS[0], LATEST).success
-    champion = registry_of(world).alias(CHAMPION)
-    assert champion is not None
-    store = PartitionStore(settings.store.root)
-    plant_overshoot_on_up_days(store, "sp500_log_return", label)
-    # about 40 out-of-sample windows: bins of two, five rows at least, single features only
-    symbolic = SymbolicRulesConfig(quantiles=2, min_support=5, max_pair_features=0)
-    rule_settings = settings.model_copy(
-        update={"rules": settings.rules.model_copy(update={"symbolic": symbolic})}
-    )
-    harmful = f"IF sp500_log_return < 0 THEN {label} *= 10"
-    invalid = f"IF __import__('os') THEN {label} *= 2"
-    nested = "IF " + "(" * 250 + "sp500_log_return > 0" + ")" * 250 + f" THEN {label} *= 2"
-    answer = {
-        "rules": [
-            {"name": n, "definition": d, "impact": "", "confidence": "low", "explanation": "x"}
-            for n, d in (("harmful", harmful), ("invalid", invalid), ("nested", nested))
-        ]
-    }
-    completion = {
-        "id": "c1",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": "stop",
-                "message": {"role": "assistant", "content": _json.dumps(answer)},
-            }
-        ],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
-    }
-    with scripted_server([Reply(body=completion)]) as (url, script):
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-        monkeypatch.setenv("OPENAI_BASE_URL", f"{url}/v1")
-        result = dg.materialize(
-            build_assets(rule_settings),
-            selection=[CANDIDATES_KEY, EVALUATIONS_KEY, ACTIVE_KEY],
-            resources=build_resources(rule_settings),
-            instance=world["instance"],
-        )
-    assert result.success
-    prompt = script.requests[0]["body"]["messages"][1]["content"]
-    assert (
-        "sp500_log_return_rolling_volatility_5" in prompt
-        and f'"version": "{champion.version}"' in prompt
-    )
-    assert "sp500_abs_return_next.rmse" in prompt and "training_period" in prompt
-
-    def metadata(node: str) -> dict:
-        event = result.asset_materializations_for_node(node)[0]
-        return {k: v.value for k, v in event.metadata.items()}
-
-    candidates = metadata("rules__rule_candidates")
-    assert candidates["llm"].startswith("1 valid and 2 invalid rule(s) from gpt-4o-mini")
-    assert candidates["patterns_found"] > 0 and candidates["rejected_invalid"] == 2
-    repository = RuleRepository(connect(settings.sql.url))
-    by_definition = {r.definition: r for r in repository.search(limit=1000).items}
-    assert by_definition[invalid].status == "rejected"
-    assert by_definition[nested[:2000]].status == "rejected"
-    assert "more than 64 parentheses" in by_definition[nested[:2000]].description
-
-    rejected = by_definition[parse(harmful).canonical()]
-    assert [e["to_status"] for e in repository.events(rejected.rule_id)] == [
-        "draft",
-        "evaluated",
-        "rejected",
-    ]
-    evaluation = repository.evaluations(rejected.rule_id)[0]
-    assert evaluation["ci_high"] < 0 and not evaluation["accepted"]
-
-    active = repository.search(status="active", limit=1000).items
-    assert active and all(r.source == "symbolic" for r in active)
-    assert all(parse(r.definition).sign() == -1 for r in active)  # each lowers the overshoot
-    promoted = metadata("rules__active_rules")
-    assert promoted["active"] == len(active)
-    assert promoted["evaluation_rmse_with_rules"] < 0.6 * promoted["evaluation_rmse_model"]
-
-    assert materialize(world, [RETRODICTION_KEY], LATEST, LATEST).success
-    frame = store.read(RETRODICTION, [LATEST])
-    features = store.read_range("features/daily_features", "2016-11-01", "2016-12-31")
-    rules = [rule for _, rule in active_rules(repository, [label], feature_columns(features))]
-    plain = frame.drop(f"adjusted_{label}", f"adjusted_error_{label}")
-    expected = with_rules(plain, features, [label], rules)[f"adjusted_{label}"]
-    assert (frame[f"adjusted_{label}"] - expected).abs().max() == 0.0
-    assert (frame[f"adjusted_{label}"] < frame[f"forecast_{label}"]).sum() > 0
 
 
 def test_new_raw_partitions_make_the_latest_downstream_days_materialize(world):
@@ -478,3 +354,22 @@ def requested_keys(
         for r in evaluation.results
         if r.true_subset.size
     }
+
+
+def test_a_weekend_does_not_become_the_latest_drift_report(world):
+    """Saturday 2016-12-31 has no feature rows: its run materializes nothing, so the latest
+    report (what the UI's overview and the drift sensor read) stays Friday's."""
+    instance = world["instance"]
+    assert materialize(world, [DRIFT_KEY], "2016-12-30", "2016-12-30").success
+    friday = instance.get_latest_materialization_event(DRIFT_KEY)
+    assert friday is not None and friday.dagster_event.partition == "2016-12-30"
+    assert friday.asset_materialization is not None
+
+    weekend = materialize(world, [DRIFT_KEY], "2016-12-31", "2016-12-31")
+    assert weekend.success
+    assert weekend.get_asset_materialization_events() == [], (
+        "a day without feature rows was materialized as a drift report"
+    )
+    latest = instance.get_latest_materialization_event(DRIFT_KEY)
+    assert latest is not None and latest.run_id == friday.run_id
+    assert latest.dagster_event.partition == "2016-12-30"

@@ -12,7 +12,7 @@ import pytest
 from pulse_assets.definitions import build_assets, build_resources
 from pulse_assets.defs.evaluation import RETRODICTION_KEY, SCOREBOARD_KEY
 from pulse_assets.defs.partitions import range_tags
-from pulse_assets.defs.training import MODEL_KEY
+from pulse_assets.defs.training import CURRICULUM_KEY, MODEL_KEY
 from pulse_assets.storage import PartitionStore
 from pulse_assets.training.audit import holder_at
 from pulse_assets.training.registry import CHAMPION, VersionTags
@@ -33,7 +33,7 @@ def walked(trained_world, tmp_path_factory):
         runs = {
             key: dg.materialize(
                 build_assets(settings),
-                selection=[key],
+                selection=[key, CURRICULUM_KEY] if key == MODEL_KEY else [key],
                 resources=build_resources(settings),
                 instance=instance,
                 tags=range_tags(ROUNDS[0], ROUNDS[-1]) if key != SCOREBOARD_KEY else {},
@@ -100,7 +100,10 @@ def test_the_scoreboard_compares_the_champion_with_every_baseline(walked):
     assert baselines.height == 4
     meta = run.asset_materializations_for_node("evaluation__scoreboard")[0].metadata
     assert "DM p = " in meta["verdict"].value
-    assert meta["chart"].value.startswith("![scoreboard](data:image/png;base64,")
+    for chart in ("forecast", "relative_loss", "loss_per_round", "cumulative_dm", "lineage"):
+        assert meta[f"chart_{chart}"].value.startswith(f"![{chart}](data:image/png;base64,"), (
+            f"the scoreboard's metadata lacks the {chart} chart"
+        )
 
 
 def test_re_running_a_round_registers_nothing_new(walked):
@@ -162,13 +165,24 @@ def test_mlflow_names_describes_and_ranks_versions_by_what_they_did_out_of_sampl
     assert {point.step for point in history} >= {201607}
 
 
-def test_the_beats_best_baseline_check_warns_by_the_stored_forecasts(walked):
-    run = walked["runs"][RETRODICTION_KEY]
-    check = next(
-        e for e in run.get_asset_check_evaluations() if e.check_name == "beats_best_baseline"
+def test_the_models_check_warns_by_the_latest_rounds_stored_forecasts(walked):
+    """The check on models/forecast_model compares the champion of the day with the best
+    baseline over the latest ``rounds.check_latest_rounds`` retrodicted rounds only."""
+    settings = walked["settings"]
+    settings = settings.model_copy(
+        update={"rounds": settings.rounds.model_copy(update={"check_latest_rounds": 2})}
     )
+    run = dg.materialize(
+        build_assets(settings),
+        selection=dg.AssetSelection.checks_for_assets(MODEL_KEY),
+        resources=build_resources(settings),
+        instance=walked["instance"],
+    )
+    check = next(e for e in run.get_asset_check_evaluations())
+    assert check.check_name == "beats_best_baseline" and check.asset_key == MODEL_KEY
     assert check.severity == dg.AssetCheckSeverity.WARN
-    frame = stored(walked, "evaluation/retrodiction")
+    assert check.metadata["rounds_range"].value == f"{ROUNDS[-2]}...{ROUNDS[-1]}"
+    frame = stored(walked, "evaluation/retrodiction").filter(pl.col("round").is_in(ROUNDS[-2:]))
     columns = {"champion": "forecast", "naive": "naive", "trailing_mean": "trailing_mean"}
     columns |= {"ewma": "ewma", "garch": "garch"}
     known = frame.drop_nulls([f"actual_{LABEL}", *(f"{c}_{LABEL}" for c in columns.values())])
@@ -180,3 +194,33 @@ def test_the_beats_best_baseline_check_warns_by_the_stored_forecasts(walked):
     assert check.metadata["best_baseline"].value == best
     assert check.metadata["champion_rmse"].value == pytest.approx(rmse["champion"], rel=1e-3)
     assert check.passed == (rmse["champion"] < rmse[best])
+
+
+def test_each_round_materializes_its_curriculum_beside_its_model(walked):
+    """The training step writes curriculum/curriculum for every round: the first rounds train
+    with uniform weights and say why (too few champion errors known); a scored round's
+    weights average 1 over its training rows and stay within curriculum.max_weight_ratio."""
+    curriculum = stored(walked, "curriculum/curriculum")
+    assert sorted(curriculum.get_column("round").unique().to_list()) == ROUNDS
+    first = curriculum.filter(pl.col("round") == ROUNDS[0])
+    assert first.get_column("reason").drop_nulls().str.contains("error").all()
+    events = walked["instance"].get_event_records(
+        dg.EventRecordsFilter(dg.DagsterEventType.ASSET_OBSERVATION, asset_key=CURRICULUM_KEY)
+    )
+    assert {e.event_log_entry.dagster_event.partition for e in events} == set(ROUNDS)
+    scored = curriculum.filter(pl.col("reason").is_null())
+    ratio = walked["settings"].curriculum.max_weight_ratio
+    for _, rows in scored.group_by("round"):
+        weights = rows.get_column("weight")
+        assert weights.min() > 0 and weights.max() / weights.min() <= ratio + 1e-9
+
+
+def test_every_column_of_the_round_tables_is_described(walked):
+    """The UI's column schema describes each column of the model, curriculum, retrodiction
+    and scoreboard tables (no blank description)."""
+    for key in (MODEL_KEY, CURRICULUM_KEY, RETRODICTION_KEY, SCOREBOARD_KEY):
+        event = walked["instance"].get_latest_materialization_event(key)
+        assert event is not None and event.asset_materialization is not None, key
+        schema = event.asset_materialization.metadata["dagster/column_schema"].value
+        blank = [column.name for column in schema.columns if not column.description]
+        assert not blank, f"{key.to_user_string()}: columns without a description: {blank}"

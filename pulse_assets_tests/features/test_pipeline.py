@@ -8,8 +8,10 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from pulse_assets.config import load_settings
+from pulse_assets.defs.metadata import column_description
 from pulse_assets.errors import FeatureError
 from pulse_assets.features import build_daily_features, build_labels, feature_columns
+from pulse_assets.features.pipeline import feature_descriptions
 
 SPEC = load_settings().features
 START, END = date(2016, 6, 1), date(2016, 12, 1)
@@ -127,3 +129,20 @@ def test_quality_facts_name_the_bad_columns_and_dates():
     )
     assert non_finite_counts(frame) == {"a": 2}
     assert duplicated_dates(frame) == [date(2016, 1, 4)]
+
+
+def test_every_feature_and_label_column_is_described(real_raw_frames):
+    """The column schema in the UI describes each column of daily_features and daily_labels,
+    from the configured steps (no column left blank)."""
+    described = feature_descriptions(SPEC)
+    features = build_daily_features(real_raw_frames, SPEC, START, END).frame
+    labels = build_labels(real_raw_frames, SPEC.labels, SPEC.spine, START, END)
+    for table in (features, labels):
+        blank = [c for c in table.columns if not (described.get(c) or column_description(c))]
+        assert not blank, (
+            f"columns without a description: {blank}; add them to feature_descriptions"
+        )
+    assert described["sp500_log_return_rolling_volatility_20"] == (
+        "standard deviation of sp500_log_return over the trailing 20 rows"
+    )
+    assert described["polls_margin"].startswith("political_polls.margin, known 2 day(s) after")
