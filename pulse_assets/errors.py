@@ -39,3 +39,10 @@ class FeatureError(PulseError):
 
 class NoChampionError(PulseError):
     """An asset needs the champion model and the registry has none yet."""
+
+
+class TrainingDivergedError(PulseError):
+    """Training loss stayed non-finite after every configured recovery: the model diverged.
+
+    Its own class so that failure handling tells divergence (keep the champion) from other
+    training failures (a missing device, too few rows) by type, not by message."""

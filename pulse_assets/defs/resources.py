@@ -7,11 +7,13 @@ import functools
 import dagster as dg
 import polars as pl
 import sqlalchemy as sa
+from dagster_aws.s3 import S3Resource
 
 from pulse_assets.metrics.store import MetricsStore
 from pulse_assets.rules.repository import RuleRepository
 from pulse_assets.storage import PartitionStore
 from pulse_assets.storage.partition_store import UNPARTITIONED_KEY
+from pulse_assets.storage.s3 import is_s3_url
 from pulse_assets.storage.sql import connect
 from pulse_assets.training.audit import AliasAudit
 from pulse_assets.training.registry import ModelRegistry
@@ -22,12 +24,16 @@ def table_name(asset_key: dg.AssetKey) -> str:
 
 
 class PartitionStoreResource(dg.ConfigurableResource):
-    """The Parquet partition store at ``root``: a local folder or an fsspec URL."""
+    """The Parquet partition store at ``root``: a local folder or ``s3://bucket/prefix``,
+    whose S3 client comes from dagster-aws's ``S3Resource`` (endpoint, region, retries;
+    credentials from the environment's AWS chain)."""
 
     root: str
+    s3: S3Resource
 
     def get(self) -> PartitionStore:
-        return PartitionStore(self.root)
+        client = self.s3.get_client() if is_s3_url(self.root) else None
+        return PartitionStore(self.root, s3_client=client)
 
 
 PARTITION_KEY_COLUMN = "__partition"

@@ -4,8 +4,13 @@ The plan's FileStorageBackend pickled every record and rewrote one JSON index on
 so a save cost grew with the store and a query loaded everything. Here a partition is one
 Parquet file named by its key: a range read opens only the files in the range, and a write
 replaces exactly one file, atomically (temp file, fsync, rename), so a failed write leaves
-the last good file in place. The root is a local folder or any fsspec URL (``s3://...``)
-through universal-pathlib; object stores make single-object puts atomic themselves.
+the last good file in place.
+
+The root is a local folder, an ``s3://bucket/prefix`` URL or any other fsspec URL (through
+universal-pathlib). On S3 every partition is one PUT through a boto3 client (dagster-aws's
+``S3Resource`` builds it in the code location): a PUT is atomic, so there is no temp object
+and no rename (which S3 does as copy plus delete), and a write cut off mid-body leaves the
+previous object as it was. See ``pulse_assets.storage.s3``.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from upath import UPath
 
+from pulse_assets.config import S3Config
 from pulse_assets.errors import StoreError
+from pulse_assets.storage.s3 import S3Objects, is_s3_url, make_client
 
 SUFFIX = ".parquet"
 TEMP_SUFFIX = ".tmp"
@@ -41,10 +49,25 @@ def content_hash(frame: pl.DataFrame) -> str:
 
 
 class PartitionStore:
-    def __init__(self, root: str | os.PathLike[str], write_threads: int = 4) -> None:
+    """Partitions under ``root``. For an ``s3://`` root, ``s3_client`` is the boto3 client to
+    use (dagster-aws's ``S3Resource.get_client()`` in the code location); without one, a
+    client is made from ``s3`` (endpoint, region, retries) and the environment's credentials."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        write_threads: int = 4,
+        *,
+        s3: S3Config | None = None,
+        s3_client: Any = None,
+    ) -> None:
         self.root = UPath(root)
         self._local = self.root.protocol in ("", "file", "local")
         self._write_threads = write_threads
+        self._objects: S3Objects | None = None
+        if is_s3_url(str(root)):
+            client = s3_client if s3_client is not None else make_client(s3 or S3Config())
+            self._objects = S3Objects.at(str(root), client)
 
     def __repr__(self) -> str:
         return f"PartitionStore({str(self.root)!r})"
@@ -78,10 +101,17 @@ class PartitionStore:
                     removed.append(path.name)
         return removed
 
+    def _relative(self, path: UPath) -> str:
+        """``path`` relative to the root, as an object name under the store's prefix."""
+        return path.path[len(self.root.path) :].lstrip("/")
+
     def _write(self, table: str, key: str, frame: pl.DataFrame) -> None:
         buffer = io.BytesIO()
         frame.write_parquet(buffer, compression="zstd", statistics=False)
         target = self.partition_path(table, key)
+        if self._objects is not None:
+            self._objects.put(self._relative(target), buffer.getvalue())
+            return
         try:
             if self._local:
                 _atomic_local_write(Path(target.path), buffer.getvalue())
@@ -132,19 +162,27 @@ class PartitionStore:
     def keys(self, table: str) -> list[str]:
         """Partition keys present for ``table``, sorted."""
         path = self.table_path(table)
-        if not path.exists():
+        if self._objects is not None:
+            names = self._objects.names(self._relative(path))
+        elif path.exists():
+            names = [entry.name for entry in path.iterdir()]
+        else:
             return []
         return sorted(
-            entry.name[: -len(SUFFIX)]
-            for entry in path.iterdir()
-            if entry.name.endswith(SUFFIX) and not entry.name.startswith(".")
+            name[: -len(SUFFIX)]
+            for name in names
+            if name.endswith(SUFFIX) and not name.startswith(".")
         )
 
     def read(self, table: str, keys: Iterable[str]) -> pl.DataFrame:
         """The union of partitions ``keys`` of ``table``, in key order; each key must exist."""
         wanted = sorted(set(keys))
         paths = [self.partition_path(table, key) for key in wanted]
-        missing = [key for key, path in zip(wanted, paths, strict=True) if not path.exists()]
+        if self._objects is not None:  # one listing instead of a request per key
+            present = set(self.keys(table))
+            missing = [key for key in wanted if key not in present]
+        else:
+            missing = [key for key, path in zip(wanted, paths, strict=True) if not path.exists()]
         if missing:
             raise StoreError(
                 f"{len(missing)} partition(s) of {table} are not in the store at {self.root} "
@@ -152,7 +190,11 @@ class PartitionStore:
             )
         if not paths:
             raise StoreError(f"no partitions of {table} were asked for; name at least one key")
-        frames = [self._read_file(path) for path in paths]
+        if self._objects is not None:  # a GET waits on the network: several at once
+            with ThreadPoolExecutor(self._write_threads) as pool:
+                frames = list(pool.map(self._read_file, paths))
+        else:
+            frames = [self._read_file(path) for path in paths]
         return pl.concat(_aligned(frames, table, wanted), how="vertical_relaxed")
 
     def read_range(self, table: str, first: str, last: str) -> pl.DataFrame:
@@ -174,6 +216,8 @@ class PartitionStore:
 
     def _read_file(self, path: UPath) -> pl.DataFrame:
         try:
+            if self._objects is not None:
+                return pl.read_parquet(io.BytesIO(self._objects.get(self._relative(path))))
             if self._local:
                 return pl.read_parquet(Path(path.path))
             with path.open("rb") as handle:

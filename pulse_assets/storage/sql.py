@@ -114,6 +114,42 @@ rule_evaluations = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# The failure handler's decisions (pulse_assets/reliability/error_log.py), append only.
+error_log = sa.Table(
+    "error_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("root_run_id", sa.String(64), nullable=False),
+    sa.Column("job_name", sa.String(200), nullable=True),
+    sa.Column("step_key", sa.String(300), nullable=True),
+    sa.Column("partition", sa.String(100), nullable=True),
+    sa.Column("failure_class", sa.String(50), nullable=False),
+    sa.Column("severity", sa.Integer, nullable=False),
+    sa.Column("strategy", sa.String(30), nullable=False),
+    sa.Column("action", sa.String(30), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("exception_type", sa.String(300), nullable=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("source", sa.String(100), nullable=True),
+    sa.Column("batch_size", sa.Integer, nullable=True),
+    sa.Column("due_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # one decision per failed step, one launch per retry, one alert per run: a second
+    # handler of the same failure fails on it instead of acting twice
+    sa.Column("dedupe_key", sa.String(420), nullable=False, unique=True),
+    sa.Index("ix_error_log_run", "run_id"),
+    sa.Index("ix_error_log_root", "root_run_id", "attempt"),
+)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as error messages may show it: any password replaced by ***."""
+    try:
+        return repr(sa.engine.make_url(url).render_as_string(hide_password=True))
+    except sa.exc.ArgumentError:
+        return "(a URL SQLAlchemy cannot parse)"
+
 
 def connect(url: str) -> sa.Engine:
     """An engine for ``url`` with the tables created (and an older rules table upgraded); a
@@ -122,7 +158,7 @@ def connect(url: str) -> sa.Engine:
         engine = sa.create_engine(url, future=True)
         metadata.create_all(engine)
     except sa.exc.SQLAlchemyError as error:
-        raise StoreError(f"cannot open the SQL store at {url!r}: {error}") from error
+        raise StoreError(f"cannot open the SQL store at {shown_url(url)}: {error}") from error
     _upgrade_rules(engine, url)
     _upgrade_alias_events(engine, url)
     return engine
@@ -139,7 +175,7 @@ def _upgrade_alias_events(engine: sa.Engine, url: str) -> None:
         if "as_of" in {c["name"] for c in sa.inspect(engine).get_columns("alias_events")}:
             return
         raise StoreError(
-            f"cannot add the as_of column to alias_events in the SQL store at {url!r}: {error}. "
+            f"cannot add the as_of column to alias_events in the SQL store at {shown_url(url)}: {error}. "
             "Check that the database user may ALTER the table"
         ) from error
 
@@ -177,7 +213,7 @@ def _upgrade_rules(engine: sa.Engine, url: str) -> None:
         if _has_live_fingerprint(engine):
             return
         raise StoreError(
-            f"cannot upgrade the rules table of the SQL store at {url!r} (adding the unique "
+            f"cannot upgrade the rules table of the SQL store at {shown_url(url)} (adding the unique "
             f"live_fingerprint column): {error}. Check that the database user may ALTER the "
             "table, then open the store again"
         ) from error
