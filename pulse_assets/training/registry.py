@@ -17,16 +17,16 @@ import json
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
-from mlflow.entities import Metric
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
 
 from pulse_assets.errors import NoChampionError, PulseError
@@ -37,6 +37,17 @@ from pulse_assets.training.models import ForecastModule
 CHAMPION, CHALLENGER = "champion", "challenger"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 MODEL_ARTIFACT_PATH = "model"
+DIGEST_LENGTH = 32  # MLflow's dataset digest column holds 36 characters
+MLFLOW_COLUMN_TYPES = {
+    "Float64": "double",
+    "Float32": "float",
+    "Int64": "long",
+    "Int32": "integer",
+    "Boolean": "boolean",
+    "String": "string",
+    "Date": "datetime",
+    "Datetime": "datetime",
+}
 T = TypeVar("T")
 
 
@@ -120,11 +131,38 @@ class TrainingRecord:
 
     params: dict[str, Any]
     losses: dict[str, list[tuple[int, float]]]
-    dataset_frame: Any
-    dataset_name: str
-    dataset_tags: dict[str, str]
+    dataset: DatasetCard
     config: dict[str, Any]
     version_tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """The training rows as MLflow shows them under the run's inputs: name, content digest,
+    schema and size. Described from what the round already knows (its fingerprint), so logging
+    does not hash and profile the rows a second time."""
+
+    name: str
+    digest: str
+    rows: int
+    schema: dict[str, str]
+    tags: dict[str, str]
+
+    def to_input(self) -> DatasetInput:
+        columns = [
+            {"name": name, "type": MLFLOW_COLUMN_TYPES.get(dtype, "string")}
+            for name, dtype in self.schema.items()
+        ]
+        dataset = Dataset(
+            name=self.name,
+            digest=self.digest[:DIGEST_LENGTH],
+            source_type="pulse-store",
+            source=json.dumps({"table": "features/daily_features", "name": self.name}),
+            schema=json.dumps({"mlflow_colspec": columns}),
+            profile=json.dumps({"num_rows": self.rows}),
+        )
+        tags = [InputTag("mlflow.data.context", "training")]
+        return DatasetInput(dataset, tags + [InputTag(k, v) for k, v in self.tags.items()])
 
 
 class ModelRegistry:
@@ -146,44 +184,66 @@ class ModelRegistry:
         self._mlflow = mlflow
         self.client = mlflow.MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
+        # a password in the URI (http://user:password@host) never goes into an error
+        password = urlsplit(tracking_uri).password
+        self._passwords = {password, unquote(password)} if password else set()
+        self._shown_uri = self._redact(tracking_uri)
         self.model_name = model_name
         self.experiment = experiment
         self.artifacts_uri = artifacts_uri
         self.audit = audit
         self.retries = retries
+        self._registered = False
+        self._experiment_id: str | None = None
+
+    def _redact(self, text: str) -> str:
+        for password in self._passwords:
+            text = text.replace(password, "***")
+        return text
 
     def _call(self, what: str, action: Callable[[], T]) -> T:
-        """Run a tracking call, retrying connection failures, then failing with what to do."""
+        """Run a tracking call, retrying connection failures, then failing with what to do.
+
+        MLflow's own error names the request's URL, password included when the tracking URI
+        carries one: the message is then redacted and the cause left unchained."""
         for attempt in range(self.retries + 1):
             try:
                 return action()
             except MlflowException as error:
-                unreachable = "connect" in str(error).lower() or "max retries" in str(error).lower()
+                text = self._redact(str(error))
+                cause = None if self._passwords else error
+                unreachable = "connect" in text.lower() or "max retries" in text.lower()
                 if not unreachable:
                     raise TrackingError(
-                        f"MLflow at {self.tracking_uri}: {what} failed: {error}"
-                    ) from error
+                        f"MLflow at {self._shown_uri}: {what} failed: {text}"
+                    ) from cause
                 if attempt == self.retries:
                     raise TrackingError(
-                        f"MLflow tracking server at {self.tracking_uri} is unreachable ({what}, "
-                        f"{self.retries + 1} attempts): {str(error)[:300]}. Start the server or unset "
+                        f"MLflow tracking server at {self._shown_uri} is unreachable ({what}, "
+                        f"{self.retries + 1} attempts): {text[:300]}. Start the server or unset "
                         "MLFLOW_TRACKING_URI to use the local sqlite store"
-                    ) from error
+                    ) from cause
                 time.sleep(0.5 * 2**attempt)
         raise AssertionError("unreachable: the loop returns or raises")
 
     def experiment_id(self) -> str:
-        found = self._call(
-            "get experiment", lambda: self.client.get_experiment_by_name(self.experiment)
-        )
-        if found is not None:
-            return found.experiment_id
-        return self._call(
-            "create experiment",
-            lambda: self.client.create_experiment(
-                self.experiment, artifact_location=f"{self.artifacts_uri}/{self.experiment}"
-            ),
-        )
+        """The experiment's id, created at first use; looked up once per registry."""
+        if self._experiment_id is None:
+            found = self._call(
+                "get experiment", lambda: self.client.get_experiment_by_name(self.experiment)
+            )
+            self._experiment_id = (
+                found.experiment_id
+                if found is not None
+                else self._call(
+                    "create experiment",
+                    lambda: self.client.create_experiment(
+                        self.experiment,
+                        artifact_location=f"{self.artifacts_uri}/{self.experiment}",
+                    ),
+                )
+            )
+        return self._experiment_id
 
     @contextlib.contextmanager
     def _fluent(self) -> Iterator[Any]:
@@ -204,53 +264,51 @@ class ModelRegistry:
                 os.environ[TRACKING_URI_ENV] = exported
 
     def log_training(self, record: TrainingRecord, module: ForecastModule) -> ModelVersionInfo:
-        """One MLflow run with everything about a training, and a new registered version."""
-        with self._fluent() as mlflow:
-            return self._log_training(mlflow, record, module)
+        """One MLflow run with everything about a training, and a new registered version.
 
-    def _log_training(
-        self, mlflow: Any, record: TrainingRecord, module: ForecastModule
-    ) -> ModelVersionInfo:
+        Params, per-epoch losses and the run's tags go in one batch, the model files and the
+        config in one artifact upload: each tracking call is a round trip (a database
+        transaction on the local store), and a walk-forward makes one run per round."""
         experiment_id = self.experiment_id()
-        with mlflow.start_run(experiment_id=experiment_id) as run:
-            mlflow.log_params(record.params)
-            stamp = int(time.time() * 1000)
-            metrics = [
-                Metric(key, value, stamp, step)
-                for key, points in record.losses.items()
-                for step, value in points
-            ]
-            for start in range(0, len(metrics), 500):
-                self.client.log_batch(run.info.run_id, metrics=metrics[start : start + 500])
-            with warnings.catch_warnings():
-                # The source is a store table, not a path or URL: MLflow's guess is beside the point.
-                warnings.filterwarnings(
-                    "ignore", message="The specified dataset source can be interpreted"
-                )
-                dataset = mlflow.data.from_pandas(
-                    record.dataset_frame,
-                    name=record.dataset_name,
-                    source=record.dataset_tags.get("source", "pulse store"),
-                )
-            mlflow.log_input(dataset, context="training", tags=record.dataset_tags)
-            mlflow.log_dict(record.config, "training_config.json")
-            with tempfile.TemporaryDirectory(prefix="pulse-model-") as folder:
-                write_model(module, Path(folder))
-                self._call(
-                    "log model files",
-                    lambda: mlflow.log_artifacts(folder, artifact_path=MODEL_ARTIFACT_PATH),
-                )
-            source = f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}"
+        run = self._call("create run", lambda: self.client.create_run(experiment_id))
+        run_id = run.info.run_id
+        stamp = int(time.time() * 1000)
+        metrics = [
+            Metric(key, value, stamp, step)
+            for key, points in record.losses.items()
+            for step, value in points
+        ]
+        params = [Param(key, str(value)) for key, value in record.params.items()]
+        batches = [metrics[start : start + 500] for start in range(0, len(metrics), 500)] or [[]]
+        for index, batch in enumerate(batches):
+            self._call(
+                "log training",
+                partial(
+                    self.client.log_batch, run_id, metrics=batch, params=[] if index else params
+                ),
+            )
+        self._call(
+            "log dataset", lambda: self.client.log_inputs(run_id, [record.dataset.to_input()])
+        )
+        with tempfile.TemporaryDirectory(prefix="pulse-model-") as folder:
+            write_model(module, Path(folder) / MODEL_ARTIFACT_PATH)
+            (Path(folder) / "training_config.json").write_text(json.dumps(record.config, indent=2))
+            self._call("log model files", lambda: self.client.log_artifacts(run_id, folder))
+        self._call("end run", lambda: self.client.set_terminated(run_id))
+        source = f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}"
         self._ensure_registered_model()
         created = self._call(
             "create version",
             lambda: self.client.create_model_version(
-                self.model_name, source, run_id=run.info.run_id, tags=record.version_tags
+                self.model_name, source, run_id=run_id, tags=record.version_tags
             ),
         )
         return self.version(str(created.version))
 
     def _ensure_registered_model(self) -> None:
+        if self._registered:
+            return
+
         def create() -> None:
             try:
                 self.client.create_registered_model(self.model_name)
@@ -259,6 +317,7 @@ class ModelRegistry:
                     raise
 
         self._call("create registered model", create)
+        self._registered = True
 
     def describe(self, info: ModelVersionInfo, run_name: str | None, description: str) -> None:
         """Give the version's MLflow run and the version one line of description (and the run
@@ -342,14 +401,23 @@ class ModelRegistry:
             lambda: self.client.set_registered_model_alias(self.model_name, alias, version),
         )
         at = now()
-        for key, value in {
+        move = {
             "by": actor,
             "at": at.isoformat(),
-            "reason": reason,
-            "figures": json.dumps(figures),
             "as_of": as_of.isoformat() if as_of else "",
-        }.items():
-            self.client.set_model_version_tag(self.model_name, version, f"{alias}.{key}", value)
+            "figures": figures,
+        }
+        for key, value in {"reason": reason, "move": json.dumps(move)}.items():
+            self._call(
+                "tag alias move",
+                partial(
+                    self.client.set_model_version_tag,
+                    self.model_name,
+                    version,
+                    f"{alias}.{key}",
+                    value,
+                ),
+            )
         self.audit.record(
             AliasEvent(
                 model_name=self.model_name,

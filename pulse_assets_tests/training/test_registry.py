@@ -1,5 +1,6 @@
 """The registry on MLflow's real SQLite store, driven by real training rounds."""
 
+import json
 import os
 import pickle
 import socket
@@ -70,9 +71,9 @@ def test_rounds_register_versions_with_aliases_tags_lineage_and_audit(round_worl
     assert tags.train_last < date(2016, 8, 1) and tags.dagster_run_id == "run-1"
     assert tags.training_id == second.record.training_id and tags.data_versions
     raw = registry.version("2").tags
-    assert (
-        raw["challenger.by"] == "pulse-assets (drift)" and raw["challenger.as_of"] == "2016-08-01"
-    )
+    move = json.loads(raw["challenger.move"])
+    assert move["by"] == "pulse-assets (drift)" and move["as_of"] == "2016-08-01"
+    assert raw["challenger.reason"] == "trained for round 2016-08-01"
 
     events = registry.audit.history("forecast_test")
     assert [(e.alias, e.from_version, e.to_version, e.as_of) for e in events] == [
