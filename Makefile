@@ -9,6 +9,9 @@ export PULSE_HOME ?= $(CURDIR)/.pulse
 export DAGSTER_HOME := $(PULSE_HOME)/dagster
 export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= 1
 UI_PORT ?= 3000
+# The Dagster instance settings of $PULSE_PROFILE (configs/deploy/<profile>/dagster.yaml), or
+# ./dagster.yaml when unset; an unknown profile stops the target with the known ones.
+INSTANCE_YAML = $$($(BIN)/python -c 'from pulse_assets.config import instance_yaml_path as p; print(p())')
 
 MLFLOW_PORT ?= 5000
 
@@ -26,7 +29,7 @@ demo: $(STAMP)
 	$(BIN)/python -m pulse_assets.cli demo
 
 ui: $(STAMP)
-	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	mkdir -p $(DAGSTER_HOME) && cp "$(INSTANCE_YAML)" $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 mlflow-ui: $(STAMP)
@@ -43,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 check-defs: $(STAMP)
-	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	mkdir -p $(DAGSTER_HOME) && cp "$(INSTANCE_YAML)" $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/dg check defs
 
@@ -56,6 +59,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/training_bench.py
 	$(BIN)/python bench/rules_bench.py
 	$(BIN)/python bench/rule_language_bench.py
+	$(BIN)/python bench/rules_rounds_bench.py
+	$(BIN)/python bench/curriculum_bench.py
+	$(BIN)/python bench/s3_bench.py
+	$(BIN)/python bench/event_storage_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

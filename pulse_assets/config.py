@@ -10,6 +10,7 @@ import os
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -24,11 +25,14 @@ from pydantic import (
 )
 
 from pulse_assets.errors import ConfigError
+from pulse_assets.reliability.failures import FailureClass, Strategy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "pulse.yaml"
 CONFIG_ENV_VAR = "PULSE_CONFIG"
 HOME_ENV_VAR = "PULSE_HOME"
+PROFILE_ENV_VAR = "PULSE_PROFILE"
+DEPLOY_ROOT = REPO_ROOT / "configs" / "deploy"
 
 
 def _known_time_zone(name: str) -> str:
@@ -100,6 +104,36 @@ class StoreConfig(StrictModel):
     """Where partition files live: a local folder (default ``$PULSE_HOME/store``) or a URL."""
 
     root: str | None = None
+
+
+class S3Config(StrictModel):
+    """The S3-compatible server behind every ``s3://`` URL here (``store.root``,
+    ``training.checkpoints_root``, ``training.tracking.artifacts_uri``): the fields of
+    dagster-aws's ``S3Resource``. Credentials are deliberately not settings: they come only
+    from the environment's AWS chain (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_SESSION_TOKEN``, a profile or an instance role), never from a config file."""
+
+    endpoint_url: str | None = Field(
+        default=None,
+        description="null: AWS, or AWS_ENDPOINT_URL_S3 when set; e.g. http://127.0.0.1:9000",
+    )
+    region: str | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _plain_http_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as http://127.0.0.1:9000")
+        if parts.username or parts.password:
+            raise ValueError(
+                "must not hold credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "in the environment instead"
+            )
+        return value
 
 
 class QualityConfig(StrictModel):
@@ -321,6 +355,11 @@ class TrackingConfig(StrictModel):
     """MLflow: ``uri`` null means sqlite in PULSE_HOME; ``MLFLOW_TRACKING_URI`` overrides both."""
 
     uri: str | None = None
+    artifacts_uri: str | None = Field(
+        default=None,
+        description="where new experiments keep artifacts; null: PULSE_HOME/mlartifacts; "
+        "s3://bucket/prefix needs MLFLOW_S3_ENDPOINT_URL or AWS_ENDPOINT_URL_S3 off AWS",
+    )
     model_name: str = "pulse_forecast"
     experiment: str = "pulse-forecast"
     retries: Annotated[int, Field(ge=0)] = 2
@@ -334,6 +373,9 @@ class TrainingConfig(StrictModel):
     validation_share: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.2
     min_rows: Annotated[int, Field(ge=10)] = 200
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoints_root: str | None = Field(
+        default=None, description="null: PULSE_HOME/checkpoints; or s3://bucket/prefix"
+    )
     model: ModelConfig = ModelConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     recovery: RecoveryConfig = RecoveryConfig()
@@ -379,6 +421,10 @@ class RoundsConfig(StrictModel):
     )
     embargo_rows: Annotated[int, Field(ge=1)] = Field(
         default=1, description="rows dropped between fit and validation rows (>= label horizon)"
+    )
+    check_latest_rounds: Annotated[int, Field(ge=1)] = Field(
+        default=6,
+        description="the model's check 'beats the best baseline' looks at this many latest rounds",
     )
 
 
@@ -432,22 +478,184 @@ class LLMRulesConfig(StrictModel):
 
 
 class RuleEvaluationConfig(StrictModel):
+    """A round's candidates are accepted when their block-bootstrap p-value of "lowers the
+    RMSE", corrected over all the round's candidates (``correction``: Holm or
+    Benjamini-Hochberg), is below ``alpha``; an active rule is retired when the same p-value on
+    its post-activation days is not, once it has ``retire_after_days`` of them."""
+
     resamples: Annotated[int, Field(ge=100)] = 1000
     block_days: Annotated[int, Field(ge=1)] = 5
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
     seed: int = 11
     max_active: Annotated[int, Field(ge=1)] = 5
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
+    correction: Literal["holm", "fdr_bh"] = "holm"
+    min_acceptance_days: Annotated[int, Field(ge=10)] = 20
+    retire_after_days: Annotated[int, Field(ge=5)] = 40
 
 
 class RulesConfig(StrictModel):
-    """Rules are mined on the earlier ``mining_share`` of the champion's retrodiction windows
-    in the last ``window_days`` and evaluated on the later ones only."""
+    """At round R, rules are mined on the earlier ``mining_share`` of the champion-of-the-day
+    retrodiction days known before R within ``window_days``, accepted on the later ones (still
+    before R), and active from R on."""
 
     window_days: Annotated[int, Field(ge=30)] = 730
     mining_share: Annotated[float, Field(gt=0.2, lt=0.9)] = 0.6
     symbolic: SymbolicRulesConfig = SymbolicRulesConfig()
     llm: LLMRulesConfig = LLMRulesConfig()
     evaluation: RuleEvaluationConfig = RuleEvaluationConfig()
+
+
+CURRICULUM_COMPONENTS: tuple[str, ...] = (
+    "error_reduction",
+    "coverage_expansion",
+    "edge_case_exposure",
+    "novelty",
+)
+
+
+class CurriculumRegime(StrictModel):
+    """One regime descriptor of a scenario: a statistic of a feature column over its rows."""
+
+    column: str
+    stat: Literal["mean", "mean_abs", "min", "max", "std", "change"] = "mean"
+
+
+def _default_regimes() -> dict[str, CurriculumRegime]:
+    volatility = "sp500_log_return_rolling_volatility_20"
+    return {
+        "volatility": CurriculumRegime(column=volatility, stat="mean"),
+        "volatility_change": CurriculumRegime(column=volatility, stat="change"),
+        "poll_margin_move": CurriculumRegime(column="polls_margin_change_5", stat="mean_abs"),
+        "tweet_activity": CurriculumRegime(column="tweet_activity_z", stat="mean"),
+        "drawdown": CurriculumRegime(column="sp500_close_ma_gap_50", stat="min"),
+    }
+
+
+class CurriculumSettings(StrictModel):
+    """The retrodiction curriculum: per-row training weights of round R from its scenarios
+    (calendar periods of the training window) scored against the champion's out-of-sample
+    errors before R. ``score_weights`` are normalized to sum 1 at load."""
+
+    enabled: bool = True
+    period: Literal["week", "month", "quarter"] = "month"
+    regimes: dict[str, CurriculumRegime] = Field(default_factory=_default_regimes, min_length=1)
+    score_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: {
+            "error_reduction": 0.4,
+            "coverage_expansion": 0.3,
+            "edge_case_exposure": 0.2,
+            "novelty": 0.1,
+        }
+    )
+    max_weight_ratio: Annotated[float, Field(gt=1.0, le=100.0)] = 3.0
+    analysis_features: list[str] | None = None
+    quantiles: Annotated[int, Field(ge=2, le=20)] = 5
+    shrinkage_days: Annotated[int, Field(ge=0)] = 20
+    min_error_days: Annotated[int, Field(ge=1)] = 20
+    edge_quantile: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.05
+    novelty_neighbours: Annotated[int, Field(ge=1)] = 5
+    history_rounds: Annotated[int, Field(ge=1)] = 12
+
+    @field_validator("regimes")
+    @classmethod
+    def _regime_names(cls, regimes: dict[str, CurriculumRegime]) -> dict[str, CurriculumRegime]:
+        reserved = {"scenario", "first", "last", "rows", "score", "weight", "error_days", "mse"}
+        reserved |= set(CURRICULUM_COMPONENTS)
+        for name in regimes:
+            if not (name.replace("_", "").isalnum() and name[0].isalpha()) or (
+                name in reserved or name.endswith("_raw")
+            ):
+                raise ValueError(
+                    f"regime name {name!r} must be letters, digits and underscores, not end in "
+                    f"_raw and not be one of {sorted(reserved)}"
+                )
+        return regimes
+
+    @field_validator("score_weights")
+    @classmethod
+    def _normalized(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(CURRICULUM_COMPONENTS))
+        if unknown:
+            raise ValueError(f"unknown score(s) {unknown}; known: {list(CURRICULUM_COMPONENTS)}")
+        total = sum(weights.values())
+        if not total > 0:
+            raise ValueError(f"score weights {weights} must have a positive sum")
+        return {name: value / total for name, value in weights.items()}
+
+
+class FailurePolicy(StrictModel):
+    """What the failure handler does with one class of the taxonomy."""
+
+    strategy: Strategy
+    severity: Annotated[int, Field(ge=1, le=5)]
+    max_attempts: Annotated[int, Field(ge=0)] | None = None  # null: errors.max_attempts
+
+
+def _default_failure_policies() -> dict[FailureClass, FailurePolicy]:
+    fc, st = FailureClass, Strategy
+    table = {
+        fc.DATA_INVALID_INPUT: (st.QUARANTINE_SOURCE, 3),
+        fc.DATA_SCHEMA_MISMATCH: (st.QUARANTINE_SOURCE, 4),
+        fc.DATA_MISSING_FEATURES: (st.RECORD, 3),
+        fc.MODEL_INITIALIZATION_FAILED: (st.KEEP_CHAMPION, 4),
+        fc.MODEL_TRAINING_DIVERGED: (st.KEEP_CHAMPION, 4),
+        fc.MODEL_GPU_OUT_OF_MEMORY: (st.SMALLER_BATCH, 3),
+        fc.STORAGE_UNAVAILABLE: (st.REEXECUTE, 3),
+        fc.STORAGE_NOT_FOUND: (st.RECORD, 3),
+        fc.STORAGE_PERMISSION_DENIED: (st.RECORD, 4),
+        fc.STORAGE_CORRUPT: (st.RECORD, 4),
+        fc.NETWORK_TIMEOUT: (st.REEXECUTE, 2),
+        fc.NETWORK_UNAVAILABLE: (st.REEXECUTE, 3),
+        fc.SYSTEM_RESOURCE_EXHAUSTED: (st.REEXECUTE, 4),
+        fc.SYSTEM_MISCONFIGURED: (st.RECORD, 4),
+        fc.UNKNOWN: (st.RECORD, 4),
+    }
+    return {name: FailurePolicy(strategy=s, severity=v) for name, (s, v) in table.items()}
+
+
+class ErrorHandlingSettings(StrictModel):
+    """The plan's error handler: per class of failure a strategy and a severity (``classes``
+    overrides the defaults class by class), re-executions with exponential backoff, and a
+    webhook alert (URL from ``PULSE_ALERT_WEBHOOK_URL`` only) at ``notify_min_severity`` and
+    above. A run out of re-executions is raised to ``exhausted_severity``."""
+
+    notify_min_severity: Annotated[int, Field(ge=1, le=6)] = 4  # 6: never notify
+    exhausted_severity: Annotated[int, Field(ge=1, le=5)] = 4
+    webhook_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    max_attempts: Annotated[int, Field(ge=0)] = 3
+    backoff_s: Annotated[float, Field(ge=0)] = 60.0
+    backoff_factor: Annotated[float, Field(ge=1)] = 2.0
+    max_backoff_s: Annotated[float, Field(ge=0)] = 1800.0
+    min_batch_size: Annotated[int, Field(ge=1)] = 8
+    message_chars: Annotated[int, Field(ge=200)] = 2000
+    classes: dict[FailureClass, FailurePolicy] = Field(default_factory=_default_failure_policies)
+
+    @field_validator("classes")
+    @classmethod
+    def _every_class(
+        cls, classes: dict[FailureClass, FailurePolicy]
+    ) -> dict[FailureClass, FailurePolicy]:
+        return _default_failure_policies() | classes
+
+    def policy(self, failure_class: FailureClass) -> FailurePolicy:
+        return self.classes[failure_class]
+
+    def attempts(self, failure_class: FailureClass) -> int:
+        own = self.classes[failure_class].max_attempts
+        return self.max_attempts if own is None else own
+
+
+class RecursiveMetricsSettings(StrictModel):
+    """How the trust delta's interval is drawn, and how many days a round needs for one."""
+
+    resamples: int = Field(default=2000, ge=200, description="bootstrap resamples")
+    block_days: int = Field(default=5, ge=1, description="circular block length, in days")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0, description="interval coverage")
+    seed: int = Field(default=17, description="seed of the bootstrap's generator")
+    min_days: int = Field(
+        default=5, ge=2, description="fewer scored days in either round: no trust delta"
+    )
 
 
 class SqlConfig(StrictModel):
@@ -459,6 +667,7 @@ class SqlConfig(StrictModel):
 class Settings(StrictModel):
     partitions: PartitionsConfig
     store: StoreConfig = StoreConfig()
+    s3: S3Config = S3Config()
     sql: SqlConfig = SqlConfig()
     quality: QualityConfig = QualityConfig()
     sources: dict[str, SourceConfig] = Field(min_length=1)
@@ -469,6 +678,9 @@ class Settings(StrictModel):
     rules: RulesConfig = RulesConfig()
     rounds: RoundsConfig
     baselines: BaselineSettings = BaselineSettings()
+    metrics: RecursiveMetricsSettings = RecursiveMetricsSettings()
+    curriculum: CurriculumSettings = CurriculumSettings()
+    errors: ErrorHandlingSettings = ErrorHandlingSettings()
 
     @field_validator("sources")
     @classmethod
@@ -525,12 +737,19 @@ def tracking_uri(settings: Settings) -> str:
     return configured or f"sqlite:///{pulse_home() / 'mlflow.db'}"
 
 
-def artifacts_uri() -> str:
-    return (pulse_home() / "mlartifacts").as_uri()
+def artifacts_uri(settings: Settings | None = None) -> str:
+    """``training.tracking.artifacts_uri`` (a URL MLflow can write, e.g. ``s3://bucket/mlflow``)
+    or ``PULSE_HOME/mlartifacts``. It applies to experiments created from then on: MLflow
+    keeps an existing experiment's artifact location."""
+    configured = settings.training.tracking.artifacts_uri if settings else None
+    return configured.rstrip("/") if configured else (pulse_home() / "mlartifacts").as_uri()
 
 
-def checkpoints_root() -> Path:
-    return pulse_home() / "checkpoints"
+def checkpoints_root(settings: Settings | None = None) -> str:
+    """``training.checkpoints_root`` (a folder or ``s3://bucket/prefix``) or
+    ``PULSE_HOME/checkpoints``; open it with ``pulse_assets.storage.s3.open_root``."""
+    configured = settings.training.checkpoints_root if settings else None
+    return configured.rstrip("/") if configured else str(pulse_home() / "checkpoints")
 
 
 def _format_validation_error(error: ValidationError, path: Path) -> str:
@@ -544,26 +763,154 @@ def _format_validation_error(error: ValidationError, path: Path) -> str:
     return f"invalid configuration in {path}:\n" + "\n".join(lines)
 
 
-def load_settings(path: str | Path | None = None) -> Settings:
-    """Read and validate a settings file (default ``$PULSE_CONFIG`` or ``configs/pulse.yaml``)."""
-    config_path = Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
-    if not config_path.is_file():
+def profile_dir(name: str | None = None) -> Path | None:
+    """The folder of deployment profile ``name`` (default ``$PULSE_PROFILE``) under
+    ``configs/deploy/``, or None when no profile is selected (today's defaults apply)."""
+    name = os.environ.get(PROFILE_ENV_VAR) if name is None else name
+    if not name:
+        return None
+    known = sorted(
+        folder.name for folder in DEPLOY_ROOT.glob("*") if (folder / "pulse.yaml").is_file()
+    )
+    if name not in known:
         raise ConfigError(
-            f"configuration file {config_path} does not exist; "
-            f"set {CONFIG_ENV_VAR} or create it from configs/pulse.yaml"
+            f"{PROFILE_ENV_VAR}={name!r} names no deployment profile; known: {known} "
+            f"(the folders of {DEPLOY_ROOT})"
         )
-    try:
-        raw = yaml.safe_load(config_path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"configuration file {config_path} is not valid YAML: {error}") from error
-    if not isinstance(raw, dict):
-        raise ConfigError(f"configuration file {config_path} must hold a mapping at the top level")
+    return DEPLOY_ROOT / name
+
+
+def instance_yaml_path() -> Path:
+    """The Dagster instance settings: the selected profile's ``dagster.yaml``, else the
+    repository's (SQLite storage in ``$DAGSTER_HOME``)."""
+    folder = profile_dir()
+    return folder / "dagster.yaml" if folder else REPO_ROOT / "dagster.yaml"
+
+
+def settings_path() -> Path:
+    """``$PULSE_CONFIG``, else the selected profile's ``pulse.yaml``, else ``configs/pulse.yaml``."""
+    if explicit := os.environ.get(CONFIG_ENV_VAR):
+        return Path(explicit)
+    folder = profile_dir()
+    return folder / "pulse.yaml" if folder else DEFAULT_CONFIG_PATH
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Read and validate a settings file (default :func:`settings_path`).
+
+    A file may start from another with ``extends: <path relative to it>`` (its mappings are
+    merged key by key into the other's; any other value replaces), and any value may be
+    ``{env: NAME}`` or ``{env: NAME, default: value}``: the environment variable, read now.
+    """
+    config_path = Path(path) if path else settings_path()
+    raw = _resolve_env(_read_mapping(config_path, ()), config_path, "")
+    _no_passwords_in_urls(raw, config_path)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_format_validation_error(error, config_path)) from error
     _check_source_plugins(settings, config_path)
     return settings
+
+
+EXTENDS_KEY = "extends"
+
+
+def _read_mapping(path: Path, extended_by: tuple[Path, ...]) -> dict[str, Any]:
+    """The file's mapping merged over the file it ``extends`` (recursively, no cycles)."""
+    if not path.is_file():
+        by = f" (extended by {extended_by[-1]})" if extended_by else ""
+        raise ConfigError(
+            f"configuration file {path} does not exist{by}; "
+            f"set {CONFIG_ENV_VAR} or create it from configs/pulse.yaml"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"configuration file {path} is not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"configuration file {path} must hold a mapping at the top level")
+    if EXTENDS_KEY not in raw:
+        return raw
+    base = raw.pop(EXTENDS_KEY)
+    if not isinstance(base, str):
+        raise ConfigError(f"invalid configuration in {path}:\n  {EXTENDS_KEY}: must be a path")
+    base_path = (path.parent / base).resolve()
+    if base_path in {p.resolve() for p in (*extended_by, path)}:
+        raise ConfigError(f"configuration file {path} extends {base_path}, which extends it")
+    return _merge(_read_mapping(base_path, (*extended_by, path)), raw)
+
+
+def _is_env_reference(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and set(value) in ({"env"}, {"env", "default"})
+        and isinstance(value["env"], str)
+    )
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overlay.items():
+        below = merged.get(key)
+        if isinstance(below, dict) and isinstance(value, dict) and not _is_env_reference(value):
+            merged[key] = _merge(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _resolve_env(node: Any, path: Path, key: str) -> Any:
+    """Every ``{env: NAME}`` replaced by the variable's value; an unset (or empty) one takes
+    ``default`` when given and is otherwise an error naming the key and the variable."""
+    if _is_env_reference(node):
+        value = os.environ.get(node["env"])
+        if value:
+            return value
+        if "default" in node:
+            return node["default"]
+        raise ConfigError(
+            f"invalid configuration in {path}:\n  {key}: reads the environment variable "
+            f"{node['env']}, which is not set; export it (see configs/deploy/*/README.md)"
+        )
+    if isinstance(node, dict):
+        return {k: _resolve_env(v, path, f"{key}.{k}" if key else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve_env(v, path, f"{key}[{i}]") for i, v in enumerate(node)]
+    return node
+
+
+# Locations that are URLs; a password in one would show in the settings' repr, resource
+# config in the UI and error messages. Passwords come from the environment instead.
+_URL_KEYS = (
+    ("store", "root"),
+    ("sql", "url"),
+    ("training", "checkpoints_root"),
+    ("training", "tracking", "uri"),
+    ("training", "tracking", "artifacts_uri"),
+)
+
+
+def _no_passwords_in_urls(raw: dict[str, Any], path: Path) -> None:
+    """Reject a URL setting that holds a password, without repeating the URL."""
+    for keys in _URL_KEYS:
+        value: Any = raw
+        for part in keys:
+            value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, str):
+            continue
+        try:
+            password = urlsplit(value).password
+        except ValueError as error:
+            raise ConfigError(
+                f"invalid configuration in {path}:\n  {'.'.join(keys)}: not a valid URL ({error})"
+            ) from None
+        if password:
+            raise ConfigError(
+                f"invalid configuration in {path}:\n  {'.'.join(keys)}: the URL holds a "
+                "password; secrets come only from the environment: PGPASSWORD (or ~/.pgpass) "
+                "for PostgreSQL, MLFLOW_TRACKING_PASSWORD for an MLflow server, AWS_* for S3"
+            )
 
 
 def _check_source_plugins(settings: Settings, path: Path) -> None:

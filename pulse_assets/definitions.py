@@ -6,6 +6,7 @@ import warnings
 from typing import Any
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from pulse_assets.config import (
     Settings,
@@ -17,8 +18,10 @@ from pulse_assets.config import (
 )
 from pulse_assets.defs.drift import build_drift_assets, build_drift_sensor
 from pulse_assets.defs.evaluation import build_evaluation_assets
+from pulse_assets.defs.failures import build_failure_sensors
 from pulse_assets.defs.features import build_feature_assets
 from pulse_assets.defs.jobs import build_jobs
+from pulse_assets.defs.metrics import build_metrics_assets
 from pulse_assets.defs.partitions import daily_partitions
 from pulse_assets.defs.raw import build_raw_assets
 from pulse_assets.defs.resources import (
@@ -27,7 +30,7 @@ from pulse_assets.defs.resources import (
     RegistryResource,
     SqlStoreResource,
 )
-from pulse_assets.defs.rules import build_rule_assets
+from pulse_assets.defs.rules import IMPACT_KEY, build_rule_assets
 from pulse_assets.defs.run_health import build_dead_run_sensor
 from pulse_assets.defs.training import build_training_assets, build_training_jobs
 
@@ -45,16 +48,24 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         *build_evaluation_assets(settings),
         *build_drift_assets(settings, partitions),
         *build_rule_assets(settings),
+        *build_metrics_assets(settings, IMPACT_KEY, settings.metrics),
     ]
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:
-    store = PartitionStoreResource(root=store_root(settings))
+    store = PartitionStoreResource(
+        root=store_root(settings),
+        s3=S3Resource(
+            endpoint_url=settings.s3.endpoint_url,
+            region_name=settings.s3.region,
+            max_attempts=settings.s3.max_attempts,
+        ),
+    )
     sql = SqlStoreResource(url=sql_url(settings))
     tracking = settings.training.tracking
     registry = RegistryResource(
         tracking_uri=tracking_uri(settings),
-        artifacts_uri=artifacts_uri(),
+        artifacts_uri=artifacts_uri(settings),
         model_name=tracking.model_name,
         experiment=tracking.experiment,
         retries=tracking.retries,
@@ -78,11 +89,17 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         description="Materializes features, labels, retrodiction and drift checks for the latest day "
         "when new raw partitions land (their AutomationCondition.eager()).",
     )
+    jobs = [*build_jobs(), *training_jobs]
     return dg.Definitions(
         assets=build_assets(settings),
-        jobs=[*build_jobs(), *training_jobs],
+        jobs=jobs,
         schedules=schedules,
-        sensors=[build_drift_sensor(settings), automation, build_dead_run_sensor()],
+        sensors=[
+            build_drift_sensor(settings),
+            automation,
+            build_dead_run_sensor(),
+            *build_failure_sensors(settings, jobs),
+        ],
         resources=build_resources(settings),
     )
 
