@@ -78,10 +78,17 @@ def round_seconds(instance: dg.DagsterInstance, run_id: str) -> list[float]:
     """Seconds of each round: from the step's start, then between rounds' observations."""
     import dagster as dg
 
+    from pulse_assets.defs.training import MODEL_KEY
+
     records = instance.get_records_for_run(
         run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.ASSET_OBSERVATION}
     ).records
-    stamps = sorted(r.event_log_entry.timestamp for r in records)
+    stamps = sorted(  # a round is observed on the model and on its curriculum: count it once
+        r.event_log_entry.timestamp
+        for r in records
+        if r.event_log_entry.dagster_event is not None
+        and r.event_log_entry.dagster_event.asset_key in (None, MODEL_KEY)
+    )
     return [later - earlier for earlier, later in zip(stamps, stamps[1:], strict=False)]
 
 
