@@ -43,29 +43,13 @@ ERROR_DAYS = 252
 
 def phase_input(folder: Path, years: int, scenarios: int) -> dict:
     """Real rows replicated to ``years`` x 252 rows, scenario blocks, naive errors: parquet."""
+    from _real_data import real_features_and_labels
+
     from pulse_assets.config import load_settings
-    from pulse_assets.features import build_daily_features, build_labels
-    from pulse_assets.ingest import ingest_window, load_source
 
     settings = load_settings()
-    frames = {
-        name: ingest_window(
-            load_source(name, source.plugin, source.params),
-            source.data_schema,
-            date(2010, 1, 1),
-            date(2018, 1, 1),
-        ).good
-        for name, source in settings.sources.items()
-    }
-    features = build_daily_features(
-        frames, settings.features, date(2011, 1, 1), date(2018, 1, 1)
-    ).frame
-    labels = build_labels(
-        frames,
-        settings.features.labels,
-        settings.features.spine,
-        date(2011, 1, 1),
-        date(2018, 1, 1),
+    features, labels = real_features_and_labels(
+        date(2010, 1, 1), date(2011, 1, 1), date(2011, 1, 1), date(2018, 1, 1)
     )
     label = "label_" + settings.training.labels[0]
     real = features.join(labels.select("date", label), on="date").drop_nulls().sort("date")

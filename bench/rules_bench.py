@@ -94,29 +94,10 @@ def plan_style(
 
 
 def windows() -> pl.DataFrame:
-    from pulse_assets.config import Settings
-    from pulse_assets.features import build_daily_features, build_labels
-    from pulse_assets.ingest import ingest_window, load_source
-    from pulse_assets_tests.conftest import default_config
+    from _real_data import real_features_and_labels
 
-    settings = Settings.model_validate(default_config())
-    frames = {}
-    for name, source in settings.sources.items():
-        frames[name] = ingest_window(
-            load_source(name, source.plugin, source.params),
-            source.data_schema,
-            date(2014, 1, 1),
-            date(2018, 1, 1),
-        ).good
-    features = build_daily_features(
-        frames, settings.features, date(2016, 1, 1), date(2018, 1, 1)
-    ).frame
-    labels = build_labels(
-        frames,
-        settings.features.labels,
-        settings.features.spine,
-        date(2015, 12, 1),
-        date(2018, 1, 1),
+    features, labels = real_features_and_labels(
+        date(2014, 1, 1), date(2016, 1, 1), date(2015, 12, 1), date(2018, 1, 1)
     )
     known = labels.select(
         "date",

@@ -49,29 +49,13 @@ RESAMPLES = 1000
 
 def phase_input(folder: Path) -> dict:
     """Real features and labels 2011-2017; forecast = yesterday's |r| (naive persistence)."""
-    from pulse_assets.config import Settings
-    from pulse_assets.features import build_daily_features, build_labels
-    from pulse_assets.ingest import ingest_window, load_source
-    from pulse_assets_tests.conftest import default_config
+    from _real_data import real_features_and_labels
 
-    settings = Settings.model_validate(default_config())
-    frames = {}
-    for name, source in settings.sources.items():
-        frames[name] = ingest_window(
-            load_source(name, source.plugin, source.params),
-            source.data_schema,
-            date(2010, 1, 1),
-            date(2018, 1, 1),
-        ).good
-    features = build_daily_features(
-        frames, settings.features, date(2011, 1, 1), date(2018, 1, 1)
-    ).frame
-    labels = build_labels(
-        frames,
-        settings.features.labels,
-        settings.features.spine,
-        date(2010, 12, 1),
-        date(2018, 1, 1),
+    from pulse_assets.config import load_settings
+
+    settings = load_settings()
+    features, labels = real_features_and_labels(
+        date(2010, 1, 1), date(2011, 1, 1), date(2010, 12, 1), date(2018, 1, 1)
     )
     label = "label_" + settings.training.labels[0]
     known = labels.sort("date").select(

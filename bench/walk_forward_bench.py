@@ -51,7 +51,7 @@ def first_round(rounds: int) -> date:
     return date(months // 12, months % 12 + 1, 1)
 
 
-def settings_for(home: Path, rounds: int, warm: bool) -> Settings:
+def settings_for(home: Path, rounds: int, warm: bool, curriculum: bool = True) -> Settings:
     from pulse_assets.config import load_settings
 
     settings = load_settings()
@@ -61,6 +61,7 @@ def settings_for(home: Path, rounds: int, warm: bool) -> Settings:
             "rounds": settings.rounds.model_copy(
                 update={"start": first_round(rounds), "warm_start": warm}
             ),
+            "curriculum": settings.curriculum.model_copy(update={"enabled": curriculum}),
         }
     )
 
@@ -92,8 +93,8 @@ def round_seconds(instance: dg.DagsterInstance, run_id: str) -> list[float]:
     return [later - earlier for earlier, later in zip(stamps, stamps[1:], strict=False)]
 
 
-def phase_walk(home: Path, rounds: int, warm: bool) -> dict:
-    name = "warm" if warm else "cold"
+def phase_walk(home: Path, rounds: int, warm: bool, curriculum: bool = True) -> dict:
+    name = ("warm" if warm else "cold") if curriculum else "uniform"
     pulse_home = home / name
     (pulse_home / "dagster").mkdir(parents=True)
     os.environ["PULSE_HOME"] = str(pulse_home)
@@ -108,7 +109,7 @@ def phase_walk(home: Path, rounds: int, warm: bool) -> dict:
     from pulse_assets.defs.training import MODEL_KEY
     from pulse_assets.storage import PartitionStore
 
-    settings = settings_for(home, rounds, warm)
+    settings = settings_for(home, rounds, warm, curriculum)
     keys = round_partitions(settings).get_partition_keys()
     assert len(keys) == rounds, (keys[0], keys[-1], rounds)
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -183,6 +184,21 @@ def dm_lines(home: Path, label: str) -> list[str]:
     return lines
 
 
+def ablation_line(home: Path, label: str) -> str:
+    """The curriculum's ablation: the warm walk-forward with the curriculum against the same
+    with uniform weights (same data, config and seeds), both champion-of-the-day series."""
+    import polars as pl
+
+    from pulse_assets.cli import arm_errors
+    from pulse_assets.curriculum.ablation import ablation
+
+    arms = [
+        arm_errors(pl.read_parquet(home / f"retrodiction_{name}.parquet"), label)
+        for name in ("warm", "uniform")
+    ]
+    return ablation(*arms).verdict
+
+
 def mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
@@ -195,7 +211,7 @@ def main() -> None:
         default=60,
         help="monthly rounds up to 2017-12 (60: every round from 2013-01)",
     )
-    parser.add_argument("--phase", choices=["data", "warm", "cold"])
+    parser.add_argument("--phase", choices=["data", "warm", "cold", "uniform"])
     parser.add_argument("--home")
     args = parser.parse_args()
     if not 2 <= args.rounds <= 60:
@@ -205,13 +221,15 @@ def main() -> None:
         if args.phase == "data":
             report(phase_data(home, args.rounds))
         else:
-            report(phase_walk(home, args.rounds, args.phase == "warm"))
+            uniform = args.phase == "uniform"
+            report(phase_walk(home, args.rounds, args.phase != "cold", curriculum=not uniform))
         return
     home = Path(tempfile.mkdtemp(prefix="pulse-walk-"))
     common = ["--home", str(home), "--rounds", str(args.rounds)]
     data = run_phase(SCRIPT, "data", *common)
     warm = run_phase(SCRIPT, "warm", *common)
     cold = run_phase(SCRIPT, "cold", *common)
+    uniform = run_phase(SCRIPT, "uniform", *common)
     from pulse_assets.config import load_settings
 
     label = load_settings().training.labels[0]
@@ -232,6 +250,11 @@ def main() -> None:
     print(f"cold / warm seconds a round: {ratio:.2f}x; training alone: {training:.2f}x")
     for line in dm_lines(home, label):
         print(line)
+    print(
+        f"uniform weights (the ablation's arm, warm): {uniform['model_wall_s']:.1f} s wall, "
+        f"{mean(uniform['round_seconds']):.2f} s a round"
+    )
+    print(ablation_line(home, label))
     print(f"peak memory of this process: {peak_rss_mb():.0f} MiB")
     shutil.rmtree(home, ignore_errors=True)
 

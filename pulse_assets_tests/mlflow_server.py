@@ -17,51 +17,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
+from pulse_assets_tests.ports import free_port
 
 HOST = "127.0.0.1"
-POSTGRES = "postgres@127.0.0.1:5432"
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
 START_TIMEOUT_S = 120.0  # a fresh database runs MLflow's migrations first
 LOG_TAIL_CHARS = 3000
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
-def _admin() -> psycopg.Connection:
-    return psycopg.connect(f"postgresql://{POSTGRES}/postgres", autocommit=True)
-
-
-@contextlib.contextmanager
-def fresh_database(prefix: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database; yields its SQLAlchemy URL and drops it afterwards
-    (``WITH (FORCE)``: a connection a killed server left open does not keep it alive)."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    try:
-        with _admin() as connection:
-            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg.OperationalError as error:
-        raise RuntimeError(
-            f"PostgreSQL at {POSTGRES} is not reachable ({error}): these tests need it running "
-            "with trust authentication for the user postgres"
-        ) from error
-    try:
-        yield f"postgresql+psycopg://{POSTGRES}/{name}"
-    finally:
-        with _admin() as connection:
-            connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 @dataclass

@@ -21,17 +21,13 @@ from typing import Any
 
 import pytest
 
+from pulse_assets_tests.ports import free_port
+
 HOST = "127.0.0.1"
 REGION = "us-east-1"
 ACCESS_KEY_ID = "AKIAPULSETESTKEY0001"
 # A secret planted in the environment: no error message or log line may contain it.
 PLANTED_SECRET = "pulse-planted-S3-secret-7f3a9c1e5b"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:

@@ -32,7 +32,7 @@ from pulse_assets.errors import SchemaError, SourceError
 from pulse_assets.reliability.error_log import ErrorLog, ErrorLogEntry
 from pulse_assets.reliability.failures import WEBHOOK_ENV, Action
 from pulse_assets_tests.http_server import Reply, Script, scripted_server
-from pulse_assets_tests.reliability.postgres import new_postgres_database
+from pulse_assets_tests.postgres import fresh_database
 
 SECRET = "sk-planted-sensor-31d9e0"
 HOOK_PATH = "/hooks/T0001/planted-webhook-token"
@@ -44,7 +44,7 @@ def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlSto
     if request.param == "sqlite":
         yield SqlStoreResource(url=f"sqlite:///{tmp_path / 'pulse.db'}")
         return
-    with new_postgres_database() as url:
+    with fresh_database("pulse_errors") as url:
         store = SqlStoreResource(url=url)
         yield store
         store.engine().dispose()

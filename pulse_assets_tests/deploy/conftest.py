@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from pulse_assets.config import CONFIG_ENV_VAR, PROFILE_ENV_VAR
+from pulse_assets_tests.postgres import fresh_database
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 ADMIN_URL = f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
@@ -22,23 +23,8 @@ PLANTED_PASSWORD = f"pw-planted-{uuid.uuid4().hex[:12]}"
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """The name of a database created for this session and dropped (connections too) after."""
-    name = f"pulse_deploy_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as error:
-        admin.dispose()
-        pytest.fail(
-            f"PostgreSQL on {PG_HOST}:{PG_PORT} is required for the deploy tests and is not "
-            f"reachable: {error}. Start it (trust auth for user {PG_USER}) and run them again"
-        )
-    try:
-        yield name
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database("pulse_deploy") as url:
+        yield url.rsplit("/", 1)[1]
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from pulse_assets.errors import StoreError
 from pulse_assets.storage.sql import connect
 from pulse_assets_tests.conftest import small_config
 from pulse_assets_tests.deploy.conftest import PLANTED_PASSWORD
+from pulse_assets_tests.ports import free_port
 
 BIN = Path(sys.executable).parent
 RAW_KEYS = [raw_key(name) for name in ("market_prices", "political_polls", "social_activity")]
@@ -204,13 +204,6 @@ def test_dagster_validates_the_production_profile(
     output = done.stdout + done.stderr
     assert done.returncode != 0 and "PULSE_STORE_ROOT" in output, output[-4000:]
     assert PLANTED_PASSWORD not in output
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released): connections to it are refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_the_planted_password_shows_in_no_output_or_error(

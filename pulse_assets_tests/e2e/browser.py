@@ -35,7 +35,8 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.wait import WebDriverWait
 
 from pulse_assets.config import REPO_ROOT
-from pulse_assets_tests.e2e.test_dagster_dev import free_port, wait_until
+from pulse_assets_tests.e2e.test_dagster_dev import wait_until
+from pulse_assets_tests.ports import free_port
 
 CHROMIUM = ("chromium", "/usr/bin/chromium")
 CHROMEDRIVER = ("chromedriver", "/usr/bin/chromedriver")

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import yaml
 from pulse_assets.config import REPO_ROOT, Settings
 from pulse_assets.storage import PartitionStore
 from pulse_assets_tests.conftest import populate_store, small_config
+from pulse_assets_tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 # Every round of SMALL_ROUNDS over small_config's span, from the first: each reads its previous.
@@ -34,12 +34,6 @@ RAW, FEATURES = ["raw", "market_prices"], ["features", "daily_features"]
 RAW_WARN_HOURS, RAW_FAIL_HOURS = 0.02, 0.03  # 72 s, 108 s
 FRESH_DAY = "2016-06-01"  # not the latest day, so the automation sensor does not follow it
 TERMINAL = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:

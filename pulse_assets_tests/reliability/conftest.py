@@ -8,12 +8,12 @@ import pytest
 import sqlalchemy as sa
 
 from pulse_assets.storage.sql import connect
-from pulse_assets_tests.reliability.postgres import new_postgres_database
+from pulse_assets_tests.postgres import fresh_database
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    with new_postgres_database() as url:
+    with fresh_database("pulse_errors") as url:
         yield url
 
 

@@ -1,42 +1,16 @@
 """Repository backends: SQLite in a temp folder and fresh PostgreSQL databases."""
 
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 import sqlalchemy as sa
 
 from pulse_assets.storage.sql import connect
-
-POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-@contextmanager
-def new_postgres_database() -> Iterator[str]:
-    """The URL of a database created for the caller and dropped after it."""
-    name = f"pulse_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as error:
-        admin.dispose()
-        pytest.fail(
-            f"PostgreSQL on 127.0.0.1:5432 is required for these tests and is not reachable: {error}"
-        )
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+from pulse_assets_tests.postgres import fresh_database
 
 
 @pytest.fixture(scope="session")
 def postgres_url():
     """A database created for this test session and dropped after it."""
-    with new_postgres_database() as url:
+    with fresh_database() as url:
         yield url
 
 
@@ -60,5 +34,5 @@ def fresh_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'fresh.db'}"
     else:
-        with new_postgres_database() as url:
+        with fresh_database() as url:
             yield url

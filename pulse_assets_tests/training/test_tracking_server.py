@@ -34,7 +34,9 @@ from pulse_assets.training.registry import (
     VersionTags,
 )
 from pulse_assets.training.service import ModelCache
-from pulse_assets_tests.mlflow_server import MlflowServer, free_port, fresh_database, mlflow_server
+from pulse_assets_tests.mlflow_server import MlflowServer, mlflow_server
+from pulse_assets_tests.ports import free_port
+from pulse_assets_tests.postgres import fresh_database
 from pulse_assets_tests.s3_server import ACCESS_KEY_ID, PLANTED_SECRET, REGION, moto_server
 from pulse_assets_tests.training.conftest import RoundWorld
 
