@@ -269,7 +269,9 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         description=(
             "Every forecaster's out-of-sample RMSE, MAE, QLIKE and Theil's U2 over all retrodicted "
             "rounds, the champion's Diebold-Mariano tests against each baseline (squared and "
-            "absolute loss), the rounds' promotions, and a chart of rolling loss and forecasts."
+            "absolute loss), the rounds' promotions, and the charts: forecasts against every "
+            "baseline with rolling RMSE, loss relative to the best baseline and per round, the "
+            "cumulative DM statistic, and the registry lineage."
         ),
         ins={
             "retrodiction": dg.AssetIn(RETRODICTION_KEY, metadata={READ_EXISTING_ONLY: True}),

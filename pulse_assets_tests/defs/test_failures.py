@@ -319,3 +319,29 @@ def test_sensors_load_with_the_project_definitions(settings: Settings) -> None:
 
     repository = build_definitions(settings).get_repository_def()
     assert {FAILURE_SENSOR, "failure_retry_sensor"} <= {s.name for s in repository.sensor_defs}
+
+
+def test_a_failed_ad_hoc_materialization_is_recorded_and_not_re_executed(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    sql_store: SqlStoreResource,
+    webhook: Script,
+) -> None:
+    """A run outside the project's jobs (dg.materialize, a UI selection) cannot be re-run by
+    the retry sensor: the retry is abandoned with the reason, never requested."""
+
+    @dg.asset(key=["raw", "ad_hoc"], partitions_def=DAYS)
+    def ad_hoc() -> None:
+        raise SourceError("ad_hoc", "http://127.0.0.1:9", "down", "retry later")
+
+    harness = Harness(ad_hoc, settings, instance, sql_store)
+    failed = dg.materialize(
+        [ad_hoc], instance=instance, partition_key="2020-01-02", raise_on_error=False
+    )
+    (row,) = harness.on_failure(failed)
+    assert row.action is Action.RETRY_SCHEDULED
+    assert harness.retries() == [], "a run of an ad-hoc job was re-executed"
+    abandoned = [
+        r for r in harness.log.for_root(failed.run_id) if r.action is Action.RETRY_ABANDONED
+    ]
+    assert len(abandoned) == 1 and "not one of the project's jobs" in abandoned[0].message
