@@ -10,7 +10,6 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -36,11 +35,10 @@ from pulse_assets.defs.jobs import (
     SCOREBOARD_JOB,
 )
 from pulse_assets.defs.partitions import daily_partitions, range_tags, round_partitions
+from pulse_assets.defs.rules import GAINS_KEY, LOOP_VERDICT
 from pulse_assets.defs.tags import TRIGGER_TAG
 from pulse_assets.defs.training import MODEL_KEY, RETRAIN_JOB
 from pulse_assets.errors import PulseError
-from pulse_assets.evaluation.loop_verdict import loop_verdict
-from pulse_assets.evaluation.retrodiction import forecast_days
 from pulse_assets.progress import Countdown
 from pulse_assets.rules.impact import gains_from_frame, summary_lines
 from pulse_assets.storage import PartitionStore
@@ -320,23 +318,13 @@ def _note(note: str | None) -> str:
     return f" ({note})" if note else ""
 
 
-def loop_report(settings: Settings, rounds: Sequence[str]) -> str:
-    """One honest sentence: did the loop beat its first model kept as it was?"""
-    label = settings.training.labels[0]
-    resources = build_resources(settings)
-    store = resources["partition_store"].get()
-    impact = store.read("rules/rule_impact", store.keys("rules/rule_impact"))
-    first = store.read("models/forecast_model", rounds[:1]).row(0, named=True)
-    module = resources["registry"].get().load(first["champion"])
-    last_day = impact["date"].max()
-    history = timedelta(days=2 * settings.features.lookback_days())
-    features = store.read_range(
-        "features/daily_features",
-        (first["start"] - history).isoformat(),
-        last_day.isoformat(),
-    )
-    kept = forecast_days(module, features, first["start"], last_day + timedelta(days=1))
-    return "verdict of the loop: " + loop_verdict(impact, kept, label).sentence()
+def loop_report(instance: dg.DagsterInstance) -> str:
+    """One honest sentence: did the loop beat its first model kept as it was? (rule_gains
+    measures it over every round; read from its latest materialization)."""
+    event = instance.get_latest_materialization_event(GAINS_KEY)
+    if event is None or event.asset_materialization is None:
+        raise PulseError("rules/rule_gains is not materialized: run the rule_gains job first")
+    return "verdict of the loop: " + str(event.asset_materialization.metadata[LOOP_VERDICT].value)
 
 
 def run_demo() -> int:
@@ -407,6 +395,7 @@ def run_demo() -> int:
         )
         _step(f"8/9 the scoreboard: {SCOREBOARD_JOB}", settings, instance, SCOREBOARD_JOB, {})
         print("\n" + "\n".join(scoreboard_report(settings, instance)))
+        verdict = loop_report(instance)
     print("\n" + "\n".join(rules_report(settings)))
     print("\n" + "\n".join(metrics_report(settings)))
     print(
@@ -417,7 +406,7 @@ def run_demo() -> int:
     started = time.perf_counter()
     print("\n".join(curriculum_ablation_report(settings, rounds, home / "ablation")))
     print(f"    done in {time.perf_counter() - started:.1f} s")
-    print("\n" + loop_report(settings, rounds))
+    print("\n" + verdict)
     print(f"\nstore: {store_root(settings)}")
     print(
         "see it all: make ui (Dagster, http://127.0.0.1:3000), make mlflow-ui (MLflow, http://127.0.0.1:5000)"

@@ -30,7 +30,8 @@ from pulse_assets.defs.metadata import (
 )
 from pulse_assets.defs.partitions import round_partitions, rounds_covering
 from pulse_assets.defs.resources import READ_EXISTING_ONLY, RegistryResource, SqlStoreResource
-from pulse_assets.defs.training import round_windows
+from pulse_assets.defs.training import MODEL_KEY, round_windows
+from pulse_assets.evaluation.loop_verdict import against_first_model
 from pulse_assets.rules.charts import rule_impact_chart
 from pulse_assets.rules.impact import (
     GAINS_DESCRIPTIONS,
@@ -54,6 +55,7 @@ from pulse_assets.training.rounds import RoundWindow
 STATE_KEY = dg.AssetKey(["rules", "rule_state"])
 IMPACT_KEY = dg.AssetKey(["rules", "rule_impact"])
 GAINS_KEY = dg.AssetKey(["rules", "rule_gains"])
+LOOP_VERDICT = "loop_verdict"  # rule_gains metadata: the loop against its first model kept
 STATE_TABLE_COLUMNS = ("round", "rule_id", "status", "definition", "reason")
 
 
@@ -279,12 +281,14 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "The gain of each rule ever in force, and of the rules in force together, measured only "
             "on days after its activation (rules/rule_impact rows naming it) with a known actual: "
             f"RMSE without minus with, and a paired block-bootstrap {evaluation.confidence:.0%} "
-            "interval over all those days."
+            "interval over all those days. Also the loop's verdict: every round's rule-adjusted "
+            "champion of the day against the first round's model kept as it was (DM test)."
         ),
         ins={
             "impact": dg.AssetIn(IMPACT_KEY, metadata={READ_EXISTING_ONLY: True}),
             "states": dg.AssetIn(STATE_KEY, metadata={READ_EXISTING_ONLY: True}),
             "features": dg.AssetIn(FEATURES_KEY, metadata={READ_EXISTING_ONLY: True}),
+            "records": dg.AssetIn(MODEL_KEY, metadata={READ_EXISTING_ONLY: True}),
         },
         kinds={"parquet"},
     )
@@ -293,6 +297,8 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         impact: pl.DataFrame,
         states: pl.DataFrame,
         features: pl.DataFrame,
+        records: pl.DataFrame,
+        registry: RegistryResource,
     ) -> dg.Output[pl.DataFrame]:
         rounds = sorted(context.instance.get_materialized_partitions(STATE_KEY))
         if impact.height == 0 or not rounds:
@@ -325,9 +331,26 @@ def build_rule_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     f"post_activation_ci_high_{gain.label}": gain.ci_high,
                 }
             )
+        metadata[LOOP_VERDICT] = _loop_verdict(records, impact, features, registry, labels[0])
+        context.log.info(str(metadata[LOOP_VERDICT]))
         return dg.Output(table, metadata=metadata)
 
     return [rule_state, rule_impact_asset, rule_gains]
+
+
+def _loop_verdict(
+    records: pl.DataFrame,
+    impact: pl.DataFrame,
+    features: pl.DataFrame,
+    registry: RegistryResource,
+    label: str,
+) -> str:
+    """Did the loop beat its first model kept as it was? One sentence, or why not asked."""
+    if records.height == 0:
+        return "not asked: no training round of models/forecast_model is materialized"
+    model_registry = registry.get()
+    verdict = against_first_model(records, impact, features, model_registry.load, label)
+    return verdict.sentence()
 
 
 def _impact_outcome(frame: pl.DataFrame, window: RoundWindow) -> str:

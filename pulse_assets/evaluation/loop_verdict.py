@@ -11,16 +11,21 @@ says whether the loop's lower (or higher) loss is significant.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import polars as pl
 
+from pulse_assets.evaluation.retrodiction import forecast_days
 from pulse_assets.metrics.comparison import (
     DayLoss,
     LossComparison,
     compare_metrics,
     per_day_losses,
 )
+from pulse_assets.metrics.regression import MetricsError
+from pulse_assets.training.models import ForecastModule
 
 
 @dataclass(frozen=True)
@@ -68,3 +73,23 @@ def loop_verdict(
     )
     comparison = compare_metrics(kept, loop, confidence=1.0 - level)
     return LoopVerdict(comparison, loss, level)
+
+
+def against_first_model(
+    records: pl.DataFrame,
+    impact: pl.DataFrame,
+    features: pl.DataFrame,
+    load: Callable[[str], ForecastModule],
+    label: str,
+) -> LoopVerdict:
+    """The loop's forecasts (``impact``: every round's rule-adjusted champion of the day)
+    against the first round's champion (``records``: the models/forecast_model rows) kept as
+    it was, forecasting the same days from ``features``."""
+    first = records.sort("start").row(0, named=True)
+    last_day = impact.get_column("date").max()
+    if not isinstance(last_day, date):
+        raise MetricsError("the rule-impact rows hold no day: materialize rules/rule_impact first")
+    kept = forecast_days(
+        load(first["champion"]), features, first["start"], last_day + timedelta(days=1)
+    )
+    return loop_verdict(impact, kept, label)
