@@ -199,6 +199,17 @@ def ablation_line(home: Path, label: str) -> str:
     return ablation(*arms).verdict
 
 
+def twin_line(home: Path, label: str) -> str:
+    """The in-graph measure of the same question: each warm round's curriculum-weighted
+    challenger against its uniform-weight twin (same warm start and seed), out of sample."""
+    import polars as pl
+
+    from pulse_assets.metrics.curriculum_effect import curriculum_effect
+
+    effect = curriculum_effect(pl.read_parquet(home / "retrodiction_warm.parquet"), label)
+    return f"each challenger against its uniform-weight twin: {effect.outcome}"
+
+
 def mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
@@ -255,6 +266,7 @@ def main() -> None:
         f"{mean(uniform['round_seconds']):.2f} s a round"
     )
     print(ablation_line(home, label))
+    print(twin_line(home, label))
     print(f"peak memory of this process: {peak_rss_mb():.0f} MiB")
     shutil.rmtree(home, ignore_errors=True)
 

@@ -39,6 +39,7 @@ from pulse_assets.defs.rules import GAINS_KEY, LOOP_VERDICT
 from pulse_assets.defs.tags import TRIGGER_TAG
 from pulse_assets.defs.training import MODEL_KEY, RETRAIN_JOB
 from pulse_assets.errors import PulseError
+from pulse_assets.metrics.rounds import CUMULATIVE, CURRICULUM, CURRICULUM_FIGURES, ROUND
 from pulse_assets.progress import Countdown
 from pulse_assets.rules.impact import gains_from_frame, summary_lines
 from pulse_assets.storage import PartitionStore
@@ -289,13 +290,14 @@ def rules_report(settings: Settings) -> list[str]:
 
 
 def metrics_report(settings: Settings, last: int = 3) -> list[str]:
-    """Trust delta and symbolic alignment of the last rounds, from metrics/model_metrics."""
+    """Trust delta, symbolic alignment and the curriculum's effect of the last rounds, and the
+    curriculum's effect since the first round, from metrics/model_metrics."""
     store = build_resources(settings)["partition_store"].get()
     rounds = store.keys("metrics/model_metrics")[-last:]
     frame = store.read("metrics/model_metrics", rounds)
     lines = [f"the last {len(rounds)} rounds (metrics/model_metrics):"]
     for key in rounds:
-        rows = frame.filter(pl.col("round") == key)
+        rows = frame.filter((pl.col("round") == key) & (pl.col("scope") == ROUND))
         value = dict(zip(rows["metric"], rows["value"], strict=False))
         notes = dict(zip(rows["metric"], rows["note"], strict=False))
         lines.append(
@@ -305,8 +307,19 @@ def metrics_report(settings: Settings, last: int = 3) -> list[str]:
             f"{_figure(value.get('trust_delta_ci_high'))}]{_note(notes.get('trust_delta'))}; "
             "symbolic alignment: share toward the actual "
             f"{_figure(value.get('alignment_share_toward'))}"
-            f"{_note(notes.get('alignment_share_toward'))}"
+            f"{_note(notes.get('alignment_share_toward'))}; curriculum vs uniform twin: "
+            f"{notes.get(CURRICULUM_FIGURES[0])}"
         )
+    cumulative = frame.filter(
+        (pl.col("round") == rounds[-1])
+        & (pl.col("scope") == CUMULATIVE)
+        & (pl.col("subject") == CURRICULUM)
+        & (pl.col("metric") == CURRICULUM_FIGURES[0])
+    )
+    lines.append(
+        "each round's challenger against its uniform-weight twin, every round so far: "
+        f"{cumulative.get_column('note').item()}"
+    )
     return lines
 
 

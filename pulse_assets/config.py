@@ -556,6 +556,9 @@ class CurriculumSettings(StrictModel):
     edge_quantile: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.05
     novelty_neighbours: Annotated[int, Field(ge=1)] = 5
     history_rounds: Annotated[int, Field(ge=1)] = 12
+    # Beside each curriculum-weighted challenger, train its uniform-weight twin (same data,
+    # warm start and seed) so the round's curriculum effect is measured out of sample
+    uniform_twin: bool = True
 
     @field_validator("regimes")
     @classmethod

@@ -233,6 +233,7 @@ def build_evaluation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 service.champion,
                 service.challenger,
                 fitted,
+                service.uniform_twin,
             ).with_columns(pl.lit(window.key).alias("round"))
             frames.append(frame)
             skill, dm = skill_table(frame, label), dm_table(frame, label)

@@ -14,7 +14,14 @@ from pulse_assets.defs.partitions import round_partitions
 from pulse_assets.defs.resources import SqlStoreResource
 from pulse_assets.defs.training import round_windows
 from pulse_assets.metrics.recursive import RecursiveMetricsSettings
-from pulse_assets.metrics.rounds import CUMULATIVE, ROUND, RULES, RoundMetrics, round_metrics
+from pulse_assets.metrics.rounds import (
+    CUMULATIVE,
+    CURRICULUM,
+    ROUND,
+    RULES,
+    RoundMetrics,
+    round_metrics,
+)
 from pulse_assets.metrics.store import MetricsStore
 from pulse_assets.training.rounds import RoundWindow
 
@@ -24,9 +31,12 @@ HORIZON_YEARS = 10
 FRAME_DESCRIPTIONS = {
     "date": "the round's first day",
     "scope": "round: the round's days; cumulative: every day from the first round through it",
-    "subject": "a forecaster (champion, challenger_shadow, a baseline), or rules",
+    "subject": "a forecaster (champion, challenger_shadow, a baseline), rules, or curriculum "
+    "(each challenger against its uniform-weight twin)",
     "metric": "rmse, mae, qlike, theil_u2, dm_<statistic|p>_vs_<baseline>_<loss>, "
-    "skill_vs_best_baseline, trust_delta[_ci_low|_ci_high], alignment_<figure>",
+    "skill_vs_best_baseline, trust_delta[_ci_low|_ci_high], alignment_<figure>, "
+    "curriculum: weighted_mse, uniform_mse, mse_difference (weighted - uniform), "
+    "relative_difference, effect_dm_<statistic|p>, weighted_days",
     "value": "the figure; null where undefined (see note)",
     "days": "days the figure is computed over",
     "note": "why a figure is undefined, or the best baseline / the rules' outcome",
@@ -100,8 +110,9 @@ def _record(
     run_id: str,
 ) -> None:
     """The round's cumulative figures per forecaster (``cumulative:<forecaster>``), the
-    champion's skill and trust delta (``recursive:champion``) and symbolic alignment
-    (``recursive:rules``). Its per-round figures are recorded by ``evaluation/retrodiction``."""
+    champion's skill and trust delta (``recursive:champion``), symbolic alignment
+    (``recursive:rules``) and the curriculum's effect over the round and cumulatively
+    (``recursive:curriculum``, ``cumulative:curriculum``). Its per-round figures are recorded by ``evaluation/retrodiction``."""
     frame = metrics.to_frame()
     scopes: list[tuple[str, str, str, tuple[str, ...] | None]] = [
         (f"cumulative:{name}", CUMULATIVE, name, None)
@@ -110,6 +121,8 @@ def _record(
     scopes.append(("recursive:champion", ROUND, "champion", RECURSIVE_METRICS))
     if metrics.alignment is not None:
         scopes.append(("recursive:rules", ROUND, RULES, None))
+    scopes.append(("recursive:curriculum", ROUND, CURRICULUM, None))
+    scopes.append(("cumulative:curriculum", CUMULATIVE, CURRICULUM, None))
     for scope, kind, subject, names in scopes:
         model, naive, days = _store_figures(frame, kind, subject, names)
         store.record(
@@ -140,6 +153,8 @@ def _run_metadata(frames: list[pl.DataFrame], last: RoundMetrics) -> dict[str, A
             else str(last.trust_note)
         ),
         "latest_alignment": last.alignment.outcome if last.alignment else "rule impact not wired",
+        "latest_curriculum_effect": last.curriculum.outcome,
+        "curriculum_effect_since_first_round": last.cumulative_curriculum.outcome,
         "latest": markdown_table(
             headline.drop("date", "round").with_columns(pl.col("value").round_sig_figs(4)),
             max_rows=60,
@@ -204,9 +219,11 @@ def build_metrics_assets(
             "cumulatively (first round through this one), the champion's Diebold-Mariano tests "
             "against each baseline (squared and absolute loss), its skill against the best "
             "baseline and the trust delta from the previous round (block-bootstrap interval), "
-            "and symbolic alignment of the active rules when rule impact is wired. Recorded in "
-            "the metrics store (model_metrics: cumulative:<forecaster>, recursive:champion, "
-            "recursive:rules)."
+            "symbolic alignment of the active rules when rule impact is wired, and the "
+            "curriculum's effect (each challenger against its uniform-weight twin, out of "
+            "sample, DM test). Recorded in the metrics store (model_metrics: "
+            "cumulative:<forecaster>, recursive:champion, recursive:rules, "
+            "recursive:curriculum, cumulative:curriculum)."
         ),
         "ins": ins,
         "partitions_def": round_defs,

@@ -223,6 +223,7 @@ def build_training_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             run_id=context.run.run_id,
             drifted_features=tuple(f for f in tags.get(DRIFTED_FEATURES_TAG, "").split(",") if f),
             log=context.log.info,
+            uniform_twin=settings.curriculum.uniform_twin,
         )
 
     return [forecast_model]

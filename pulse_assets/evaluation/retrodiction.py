@@ -109,11 +109,15 @@ def retrodict_round(
     champion_of: VersionOfDay,
     challenger_of: VersionOfDay,
     baselines: FittedBaselines,
+    uniform_twin_of: VersionOfDay | None = None,
 ) -> pl.DataFrame:
     """One row per trading day ``days[0] <= t < days[1]``: the champion of the day's forecast
     (``forecast_<label>``, ``model_version``), the challenger's shadow forecast
-    (``shadow_<label>``, ``challenger_version``), every baseline (``<baseline>_<label>``), the
-    actual and the errors. ``in_sample`` says whether day t was inside the forecasting
+    (``shadow_<label>``, ``challenger_version``; null when the challenger is the champion),
+    every baseline (``<baseline>_<label>``), the actual and the errors. With
+    ``uniform_twin_of``, ``uniform_twin_<label>`` is the forecast of the challenger in service
+    as trained without its curriculum (null where none was kept): the curriculum's effect is
+    the challenger's loss against it. ``in_sample`` says whether day t was inside the forecasting
     champion's training (before its cutoff); rows made this way are never in sample."""
     start, end = days
     spine = labels.filter(pl.col("date").is_between(start, end, closed="left")).sort("date")
@@ -124,6 +128,13 @@ def retrodict_round(
         pl.col("version").alias("challenger_version"),
         pl.col("forecast").alias(f"shadow_{label}"),
     )
+    twin = (
+        _by_version(dates, uniform_twin_of, features, label).select(
+            "date", pl.col("forecast").alias(f"uniform_twin_{label}")
+        )
+        if uniform_twin_of is not None
+        else None
+    )
     returns = abs_returns(labels, label).filter(
         pl.col("date").is_between(start, end, closed="left")
     )
@@ -131,7 +142,7 @@ def retrodict_round(
         lambda name: name if name == "date" else f"{name}_{label}"
     )
     actual = pl.col(f"actual_{label}")
-    return (
+    frame = (
         spine.select("date", pl.col(LABEL_PREFIX + label).alias(f"actual_{label}"))
         .join(
             champion.select(
@@ -150,6 +161,7 @@ def retrodict_round(
             (pl.col(f"naive_{label}") - actual).alias(f"naive_error_{label}"),
         )
     )
+    return frame if twin is None else frame.join(twin, on="date", how="left")
 
 
 def window_metrics(

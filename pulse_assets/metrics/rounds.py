@@ -8,7 +8,9 @@ computes for round R from the retrodiction of the rounds up to R.
   over the round and cumulatively (:func:`~pulse_assets.evaluation.scoreboard.dm_table`);
 - the champion's skill against the best baseline and the trust delta from the previous round
   (:mod:`pulse_assets.metrics.recursive`);
-- symbolic alignment of the round's rule impact, when the rule-impact frame is given.
+- symbolic alignment of the round's rule impact, when the rule-impact frame is given;
+- the curriculum's effect: each challenger against its uniform-weight twin, over the round and
+  cumulatively (:mod:`pulse_assets.metrics.curriculum_effect`).
 
 Each figure is one row of a long frame (:data:`FRAME_SCHEMA`); an undefined figure has a null
 value and a note saying why (first round: no trust delta; no rule fired: no alignment share).
@@ -23,6 +25,7 @@ from typing import Any
 import polars as pl
 
 from pulse_assets.evaluation.scoreboard import CHAMPION, dm_table, skill_table
+from pulse_assets.metrics.curriculum_effect import CurriculumEffect, curriculum_effect
 from pulse_assets.metrics.forecast_skill import FORECAST_SKILL_NAMES
 from pulse_assets.metrics.recursive import (
     RecursiveMetricsSettings,
@@ -37,6 +40,7 @@ from pulse_assets.metrics.recursive import (
 
 ROUND, CUMULATIVE = "round", "cumulative"
 RULES = "rules"
+CURRICULUM = "curriculum"
 FRAME_SCHEMA = {
     "date": pl.Date,  # the round's first day (its partition key)
     "round": pl.String,
@@ -59,6 +63,15 @@ ALIGNMENT_FIGURES = (
     "rmse_change",
 )
 NOT_WIRED = "no rule-impact input: symbolic alignment not computed"
+CURRICULUM_FIGURES = (
+    "weighted_mse",
+    "uniform_mse",
+    "mse_difference",
+    "relative_difference",
+    "effect_dm_statistic",
+    "effect_dm_p",
+    "weighted_days",
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,8 @@ class RoundMetrics:
     trust: TrustDelta | None
     trust_note: str | None  # why there is no trust delta
     alignment: SymbolicAlignment | None  # None: no rule-impact input
+    curriculum: CurriculumEffect
+    cumulative_curriculum: CurriculumEffect
 
     def to_frame(self) -> pl.DataFrame:
         rows = [
@@ -84,6 +99,8 @@ class RoundMetrics:
             *_dm_rows(self.cumulative_dm, CUMULATIVE),
             *self._trust_rows(),
             *self._alignment_rows(),
+            *_curriculum_rows(self.curriculum, ROUND),
+            *_curriculum_rows(self.cumulative_curriculum, CUMULATIVE),
         ]
         day = date.fromisoformat(self.round)
         frame = pl.DataFrame(
@@ -149,6 +166,8 @@ class RoundMetrics:
         figures["best_baseline"] = self.round_skill.best_baseline if self.round_skill else None
         figures["trust_delta_note"] = self.trust_note
         figures["alignment"] = self.alignment.outcome if self.alignment else NOT_WIRED
+        figures["curriculum_effect"] = self.curriculum.outcome
+        figures["cumulative_curriculum_effect"] = self.cumulative_curriculum.outcome
         return figures
 
 
@@ -172,6 +191,26 @@ def _row(
         "days": days,
         "note": note,
     }
+
+
+def _curriculum_rows(effect: CurriculumEffect, scope: str) -> list[dict[str, Any]]:
+    """The effect's figures (null where undefined); its verdict or why not on the first."""
+    result = effect.result
+    values: dict[str, float | None] = dict.fromkeys(CURRICULUM_FIGURES)
+    values["weighted_days"] = effect.weighted_days
+    if result is not None:
+        values |= {
+            "weighted_mse": result.curriculum_loss,
+            "uniform_mse": result.uniform_loss,
+            "mse_difference": result.mean_difference,
+            "relative_difference": result.relative_difference,
+            "effect_dm_statistic": result.test.statistic,
+            "effect_dm_p": result.test.p_value,
+        }
+    return [
+        _row(scope, CURRICULUM, name, values[name], effect.days, effect.outcome if i == 0 else None)
+        for i, name in enumerate(CURRICULUM_FIGURES)
+    ]
 
 
 def _skill_rows(skill: pl.DataFrame, scope: str) -> list[dict[str, Any]]:
@@ -247,4 +286,6 @@ def round_metrics(
         trust=trust,
         trust_note=note,
         alignment=symbolic_alignment(impact, label) if impact is not None else None,
+        curriculum=curriculum_effect(own, label, 1 - settings.confidence),
+        cumulative_curriculum=curriculum_effect(upto, label, 1 - settings.confidence),
     )

@@ -37,6 +37,7 @@ from pulse_assets.training.models import ForecastModule
 CHAMPION, CHALLENGER = "champion", "challenger"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 MODEL_ARTIFACT_PATH = "model"
+UNIFORM_TWIN_PATH = "uniform_twin"  # beside model/: the uniform-weight twin's files
 DIGEST_LENGTH = 32  # MLflow's dataset digest column holds 36 characters
 MLFLOW_COLUMN_TYPES = {
     "Float64": "double",
@@ -84,6 +85,8 @@ class VersionTags:
     data_versions: str = ""
     dagster_run_id: str = ""
     drifted_features: tuple[str, ...] = ()
+    curriculum_weighted: bool = False  # trained with non-uniform curriculum row weights
+    uniform_twin: bool = False  # its run holds the twin trained with uniform weights
 
     def to_tags(self) -> dict[str, str]:
         return {
@@ -98,6 +101,8 @@ class VersionTags:
             "data_versions": self.data_versions,
             "dagster_run_id": self.dagster_run_id,
             "drifted_features": ",".join(self.drifted_features),
+            "curriculum_weighted": str(self.curriculum_weighted).lower(),
+            "uniform_twin": str(self.uniform_twin).lower(),
         }
 
     @classmethod
@@ -122,6 +127,8 @@ class VersionTags:
             data_versions=tags.get("data_versions", ""),
             dagster_run_id=tags.get("dagster_run_id", ""),
             drifted_features=tuple(f for f in tags.get("drifted_features", "").split(",") if f),
+            curriculum_weighted=tags.get("curriculum_weighted") == "true",
+            uniform_twin=tags.get("uniform_twin") == "true",
         )
 
 
@@ -263,8 +270,14 @@ class ModelRegistry:
             else:
                 os.environ[TRACKING_URI_ENV] = exported
 
-    def log_training(self, record: TrainingRecord, module: ForecastModule) -> ModelVersionInfo:
-        """One MLflow run with everything about a training, and a new registered version.
+    def log_training(
+        self,
+        record: TrainingRecord,
+        module: ForecastModule,
+        uniform_twin: ForecastModule | None = None,
+    ) -> ModelVersionInfo:
+        """One MLflow run with everything about a training, and a new registered version;
+        ``uniform_twin`` (the same training with uniform row weights) is logged beside the model.
 
         Params, per-epoch losses and the run's tags go in one batch, the model files and the
         config in one artifact upload: each tracking call is a round trip (a database
@@ -292,6 +305,8 @@ class ModelRegistry:
         )
         with tempfile.TemporaryDirectory(prefix="pulse-model-") as folder:
             write_model(module, Path(folder) / MODEL_ARTIFACT_PATH)
+            if uniform_twin is not None:
+                write_model(uniform_twin, Path(folder) / UNIFORM_TWIN_PATH)
             (Path(folder) / "training_config.json").write_text(json.dumps(record.config, indent=2))
             self._call("log model files", lambda: self.client.log_artifacts(run_id, folder))
         self._call("end run", lambda: self.client.set_terminated(run_id))
@@ -435,12 +450,25 @@ class ModelRegistry:
 
     def load(self, version: str) -> ForecastModule:
         """Rebuild a version from its JSON card and safetensors weights: no code is unpickled."""
-        artifacts = self._mlflow.artifacts
+        source = self._source(version)
+        return self._read_files(source, f"version {version} of model {self.model_name} ({source})")
+
+    def load_uniform_twin(self, version: str) -> ForecastModule:
+        """The uniform-weight twin logged beside a curriculum-weighted version (same files,
+        same safety); a version without one raises ModelFileError naming it."""
+        source = f"{self._source(version).rsplit('/', 1)[0]}/{UNIFORM_TWIN_PATH}"
+        return self._read_files(
+            source, f"the uniform-weight twin of version {version} of {self.model_name} ({source})"
+        )
+
+    def _source(self, version: str) -> str:
         found = self._call(
             "get version", lambda: self.client.get_model_version(self.model_name, version)
         )
-        source = str(found.source)
-        where = f"version {version} of model {self.model_name} ({source})"
+        return str(found.source)
+
+    def _read_files(self, source: str, where: str) -> ForecastModule:
+        artifacts = self._mlflow.artifacts
         present = self._call(
             f"list {source}",
             lambda: sorted(

@@ -387,6 +387,7 @@ class RoundContext:
     run_id: str | None
     drifted_features: tuple[str, ...] = ()
     log: Callable[[str], None] = lambda message: None
+    uniform_twin: bool = True  # train a weighted challenger's uniform-weight twin beside it
 
 
 def run_round(
@@ -403,9 +404,8 @@ def run_round(
     decision = _champion_of_round(context, window, previous, features, labels)
     if previous is not None and decision.days:
         _record_shadow_outcome(context, previous, decision)
-    data = weighted(
-        round_data(features, labels, context.training, context.rounds, cutoff), weighting
-    )
+    unweighted = round_data(features, labels, context.training, context.rounds, cutoff)
+    data = weighted(unweighted, weighting)
     warm = _warm_start(context, decision.champion if previous else None, data)
     identity = _training_id(context, data, warm)
     existing = context.registry.with_training_id(identity)
@@ -421,8 +421,11 @@ def run_round(
         started = time.perf_counter()
         result = _train(context, data, warm, identity)
         train_seconds = time.perf_counter() - started
+        twin = _uniform_twin(context, unweighted, data, warm)
         module = result.module
-        challenger = _register(context, window, cutoff, data, result, decision, warm, identity)
+        challenger = _register(
+            context, window, cutoff, data, (result, twin), decision, warm, identity
+        )
     champion = decision.champion or challenger
     reason = decision.reason if decision.champion else "first model: no champion to beat"
     _move(context, CHAMPION, champion, window.start, reason, decision.figures())
@@ -562,16 +565,34 @@ def _train(
     )
 
 
+def _uniform_twin(
+    context: RoundContext,
+    unweighted: RoundData,
+    data: RoundData,
+    warm: tuple[str, ForecastModule] | None,
+) -> TrainResult | None:
+    """The challenger trained again with uniform row weights (same rows, warm start, seed and
+    config), when its curriculum weights were not uniform and twins are on: what the round's
+    challenger would have been without the curriculum, compared out of sample downstream."""
+    if data.fit.weights is None or not context.uniform_twin:
+        return None
+    identity = _training_id(context, unweighted, warm)
+    context.log(f"uniform-weight twin {identity} of the curriculum-weighted challenger")
+    return _train(context, unweighted, warm, identity)
+
+
 def _register(
     context: RoundContext,
     window: RoundWindow,
     cutoff: date,
     data: RoundData,
-    result: TrainResult,
+    results: tuple[TrainResult, TrainResult | None],
     decision: ShadowDecision,
     warm: tuple[str, ForecastModule] | None,
     identity: str,
 ) -> str:
+    """Log and register the challenger (``results[0]``) with its uniform twin (``[1]``)."""
+    result, twin = results
     tags = VersionTags(
         round=window.key,
         cutoff=cutoff,
@@ -584,6 +605,8 @@ def _register(
         data_versions=data.fingerprint,
         dagster_run_id=context.run_id or "",
         drifted_features=context.drifted_features,
+        curriculum_weighted=data.fit.weights is not None,
+        uniform_twin=twin is not None,
     )
     config = _round_config(context, warm)
     record = TrainingRecord(
@@ -603,14 +626,21 @@ def _register(
         config=config.model_dump(mode="json"),
         version_tags=tags.to_tags(),
     )
-    info = context.registry.log_training(record, result.module)
+    info = context.registry.log_training(record, result.module, twin.module if twin else None)
     start = f"warm from v{warm[0]}" if warm else "cold start"
+    beside = (
+        f"; its uniform-weight twin (best validation loss {twin.best_val_loss:.4g}) is logged "
+        "beside it"
+        if twin
+        else ""
+    )
     context.registry.describe(
         info,
         f"v{info.version}-{context.trigger}-{cutoff}",
         f"Challenger of round {window.key} ({context.trigger}): trained on {data.first}..{data.last}"
         f" ({len(data.fit)} fit rows, {start}), best validation loss {result.best_val_loss:.4g}"
-        f" at epoch {result.best_epoch}; judged on the round's shadow days at the next round.",
+        f" at epoch {result.best_epoch}{beside}; judged on the round's shadow days at the next "
+        "round.",
     )
     return info.version
 

@@ -17,11 +17,17 @@ class ModelCache:
     def __init__(self, registry: ModelRegistry) -> None:
         self._registry = registry
         self._modules: dict[str, ForecastModule] = {}
+        self._twins: dict[str, ForecastModule] = {}
 
     def load(self, version: str) -> ForecastModule:
         if version not in self._modules:
             self._modules[version] = self._registry.load(version)
         return self._modules[version]
+
+    def load_uniform_twin(self, version: str) -> ForecastModule:
+        if version not in self._twins:
+            self._twins[version] = self._registry.load_uniform_twin(version)
+        return self._twins[version]
 
     def add(self, version: str, module: ForecastModule) -> None:
         self._modules[version] = module
@@ -34,14 +40,17 @@ class ServiceLookup:
         self._registry = registry
         self._cache = cache
         self._history: list[AliasEvent] = registry.audit.history(registry.model_name)
-        self._cutoffs: dict[str, date] = {}
+        self._tags: dict[str, VersionTags] = {}
+
+    def _tags_of(self, version: str) -> VersionTags:
+        if version not in self._tags:
+            self._tags[version] = VersionTags.of(self._registry.version(version))
+        return self._tags[version]
 
     def _forecaster(self, version: str | None) -> Forecaster | None:
         if version is None:
             return None
-        if version not in self._cutoffs:
-            self._cutoffs[version] = VersionTags.of(self._registry.version(version)).cutoff
-        return Forecaster(version, self._cache.load(version), self._cutoffs[version])
+        return Forecaster(version, self._cache.load(version), self._tags_of(version).cutoff)
 
     def champion(self, day: date) -> Forecaster | None:
         return self._forecaster(holder_at(self._history, CHAMPION, day))
@@ -51,3 +60,17 @@ class ServiceLookup:
         version = holder_at(self._history, CHALLENGER, day)
         champion = holder_at(self._history, CHAMPION, day)
         return None if version == champion else self._forecaster(version)
+
+    def uniform_twin(self, day: date) -> Forecaster | None:
+        """The challenger in service on day t as it would be without its curriculum: its
+        uniform-weight twin, or itself when it trained with uniform weights; None when it was
+        weighted and no twin was kept (``curriculum.uniform_twin: false``)."""
+        version = holder_at(self._history, CHALLENGER, day)
+        if version is None:
+            return None
+        tags = self._tags_of(version)
+        if not tags.curriculum_weighted:
+            return self._forecaster(version)
+        if not tags.uniform_twin:
+            return None
+        return Forecaster(version, self._cache.load_uniform_twin(version), tags.cutoff)

@@ -16,8 +16,10 @@ from pulse_assets.curriculum import round_curriculum
 from pulse_assets.curriculum.weights import Curriculum
 from pulse_assets.training.checkpoints import CheckpointStore
 from pulse_assets.training.dataset import TrainingDataError
+from pulse_assets.training.model_files import ModelFileError
+from pulse_assets.training.registry import VersionTags
 from pulse_assets.training.rounds import RoundRecord, known_labels, round_data, run_round
-from pulse_assets.training.service import ModelCache
+from pulse_assets.training.service import ModelCache, ServiceLookup
 from pulse_assets.training.trainer import _batch_loss, train
 from pulse_assets_tests.conftest import SMALL_CURRICULUM
 from pulse_assets_tests.training.conftest import RoundWorld, month
@@ -189,4 +191,80 @@ def test_a_round_trains_on_the_curriculums_weights(walked):
     assert plain_run.data.params["sample_weights"] == "uniform"
     assert not same_weights(
         plain.challenger_module.state_dict(), taught.challenger_module.state_dict()
+    )
+
+
+def test_a_weighted_challenger_keeps_its_uniform_twin_which_is_the_plain_training(walked):
+    """The twin is the same training without the weights: bit for bit the challenger a
+    uniform round trains (separate checkpoint folders, so neither resumes the other)."""
+    world, records = walked
+    window, registry = month("2016-10-01"), world.registry
+    weighted = curriculum_of(world, records)
+    taught = run_round(
+        world.context(checkpoints_root=world.tmp / "taught"),
+        window,
+        records[-1],
+        world.features,
+        world.labels,
+        CUTOFF,
+        weighted,
+    ).record
+    plain = run_round(
+        world.context(checkpoints_root=world.tmp / "plain"),
+        window,
+        records[-1],
+        world.features,
+        world.labels,
+        CUTOFF,
+    )
+    assert plain.record.trained and plain.record.challenger != taught.challenger
+    taught_tags = VersionTags.of(registry.version(taught.challenger))
+    plain_tags = VersionTags.of(registry.version(plain.record.challenger))
+    assert (taught_tags.curriculum_weighted, taught_tags.uniform_twin) == (True, True)
+    assert (plain_tags.curriculum_weighted, plain_tags.uniform_twin) == (False, False)
+    twin = registry.load_uniform_twin(taught.challenger)
+    assert same_weights(twin.state_dict(), plain.challenger_module.state_dict())
+    assert not same_weights(twin.state_dict(), registry.load(taught.challenger).state_dict())
+    with pytest.raises(ModelFileError, match="uniform-weight twin of version"):
+        registry.load_uniform_twin(plain.record.challenger)
+
+
+def test_the_twin_is_not_trained_when_switched_off(walked):
+    world, records = walked
+    taught = run_round(
+        world.context(uniform_twin=False),
+        month("2016-10-01"),
+        records[-1],
+        world.features,
+        world.labels,
+        CUTOFF,
+        curriculum_of(world, records),
+    ).record
+    tags = VersionTags.of(world.registry.version(taught.challenger))
+    assert (tags.curriculum_weighted, tags.uniform_twin) == (True, False)
+    day = date(2016, 10, 10)
+    lookup = ServiceLookup(world.registry, ModelCache(world.registry))
+    assert lookup.challenger(day) is not None and lookup.uniform_twin(day) is None
+
+
+def test_the_service_lookup_gives_the_twin_of_the_days_challenger(walked):
+    world, records = walked
+    taught = run_round(
+        world.context(),
+        month("2016-10-01"),
+        records[-1],
+        world.features,
+        world.labels,
+        CUTOFF,
+        curriculum_of(world, records),
+    ).record
+    lookup = ServiceLookup(world.registry, ModelCache(world.registry))
+    twin = lookup.uniform_twin(date(2016, 10, 10))
+    assert twin is not None and twin.version == taught.challenger and twin.cutoff == CUTOFF
+    expected = world.registry.load_uniform_twin(taught.challenger)
+    assert same_weights(twin.module.state_dict(), expected.state_dict())
+    september = lookup.uniform_twin(date(2016, 9, 15))  # September's challenger: uniform weights
+    assert september is not None and september.version == records[-1].challenger
+    assert same_weights(
+        september.module.state_dict(), world.registry.load(records[-1].challenger).state_dict()
     )

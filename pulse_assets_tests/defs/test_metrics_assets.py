@@ -180,6 +180,41 @@ def test_symbolic_alignment_of_each_round_from_the_rule_impact(measured):
     assert change == pytest.approx(expected, rel=1e-9)
 
 
+def challenger_against_twin(rows: pl.DataFrame) -> tuple[np.ndarray, int]:
+    """Per-day squared-loss differences, challenger minus its uniform twin, by hand (the
+    challenger's forecast is the champion's where it is the champion), and the weighted days."""
+    known = rows.with_columns(
+        pl.coalesce(f"shadow_{LABEL}", f"forecast_{LABEL}").alias("challenger")
+    ).drop_nulls(["challenger", f"uniform_twin_{LABEL}", f"actual_{LABEL}"])
+    actual = known[f"actual_{LABEL}"].to_numpy()
+    mine = known["challenger"].to_numpy() - actual
+    twin = known[f"uniform_twin_{LABEL}"].to_numpy() - actual
+    return mine**2 - twin**2, int((mine != twin).sum())
+
+
+def test_the_curriculum_effect_is_each_challenger_against_its_uniform_twin(measured):
+    table = stored(measured, "metrics/model_metrics")
+    retro = stored(measured, "evaluation/retrodiction")
+    weighted_rounds = 0
+    for key in ROUNDS:
+        for scope, rows in (
+            ("round", retro.filter(pl.col("round") == key)),
+            ("cumulative", retro.filter(pl.col("round") <= key)),
+        ):
+            differences, weighted = challenger_against_twin(rows)
+            days = figure(table, key, scope, "curriculum", "weighted_days")
+            assert (days["value"], days["days"]) == (weighted, differences.size), (key, scope)
+            mean = figure(table, key, scope, "curriculum", "mse_difference")["value"]
+            verdict = figure(table, key, scope, "curriculum", "weighted_mse")["note"]
+            if weighted:
+                assert mean == pytest.approx(differences.mean(), rel=1e-9), (key, scope)
+                assert verdict.startswith("curriculum vs uniform weights"), verdict
+            else:
+                assert mean is None and "uniform weights" in verdict, verdict
+        weighted_rounds += weighted > 0
+    assert weighted_rounds, "no round trained with curriculum weights: the test checks nothing"
+
+
 def test_each_round_is_observed_on_its_own_partition_rounded(measured):
     run = measured["runs"][METRICS_KEY]
     observations = run.asset_observations_for_node("metrics__model_metrics")
