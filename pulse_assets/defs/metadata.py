@@ -19,6 +19,8 @@ SIGNIFICANT_FIGURES = 4
 COLUMN_MEANINGS = {
     "forecast_": "forecast by the version that was champion that day",
     "shadow_": "forecast by the round's challenger, in the shadow",
+    "uniform_twin_": "forecast by the challenger's uniform-weight twin (trained without the "
+    "curriculum; the challenger itself when it trained with uniform weights)",
     "naive_": "naive persistence: the latest realized value",
     "trailing_mean_": "trailing mean of |r| (baselines.trailing_days)",
     "ewma_": "EWMA (RiskMetrics) forecast of |r|",
