@@ -81,7 +81,7 @@ def test_production_names_the_key_and_the_missing_variable(
 def test_an_unknown_profile_lists_the_known_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(CONFIG_ENV_VAR, raising=False)
     monkeypatch.setenv(PROFILE_ENV_VAR, "../../etc")
-    with pytest.raises(ConfigError, match=r"known: \['local', 'production'\]"):
+    with pytest.raises(ConfigError, match=r"known: \['kubernetes', 'local', 'production'\]"):
         load_settings()
     with pytest.raises(ConfigError, match="names no deployment profile"):
         instance_yaml_path()
