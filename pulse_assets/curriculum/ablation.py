@@ -49,9 +49,10 @@ class Ablation:
         rounds_won = int((self.per_round.get_column("difference") < 0).sum())
         head = (
             f"curriculum vs uniform weights over {self.days} out-of-sample days: mean {loss} "
-            f"loss {change} {direction} with the curriculum (DM p = {self.test.p_value:.3g}), "
-            f"lower in {rounds_won} of {self.per_round.height} rounds"
+            f"loss {change} {direction} with the curriculum (DM p = {self.test.p_value:.3g})"
         )
+        if self.per_round.height > 1:
+            head += f", lower in {rounds_won} of {self.per_round.height} rounds"
         if not self.significant:
             return f"{head}: no significant difference at the {self.level:g} level"
         winner = "the curriculum helped" if self.mean_difference < 0 else "the curriculum hurt"

@@ -117,3 +117,10 @@ def test_charts_are_drawn_and_an_empty_curriculum_is_refused(tmp_path: Path):
         curriculum_chart(made(enabled=False), weights, tmp_path / "none.png")
     better, uniform = noise_arms(0.5)
     assert is_png(ablation_chart(ablation(better, uniform), tmp_path / "ablation.png"))
+
+
+def test_one_rounds_verdict_does_not_count_rounds():
+    one = ablation(arm([1.0, 2.0, 0.5], ["A"] * 3), arm([2.0, 1.5, 1.0], ["A"] * 3))
+    assert "rounds" not in one.verdict and "over 3 out-of-sample days" in one.verdict
+    two = ablation(arm([1.0, 1.0, 2.0, 0.0]), arm([2.0, 0.0, 2.0, 1.0]))
+    assert "lower in 2 of 2 rounds" in two.verdict
