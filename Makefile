@@ -63,6 +63,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/curriculum_bench.py
 	$(BIN)/python bench/s3_bench.py
 	$(BIN)/python bench/event_storage_bench.py
+	$(BIN)/python bench/celery_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

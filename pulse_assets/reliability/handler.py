@@ -38,6 +38,7 @@ class RunFailure:
     partition: str | None
     batch_size: int  # the training batch size the run used
     steps: tuple[FailedStep, ...]
+    retried_by: str | None = None  # a sensor that re-requests this run's work (its tag)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,9 @@ def handle_run_failure(
     if log.decided(failure.run_id):
         return None
     root = failure.root_run_id
-    lineage = RetryLineage(root, log.retries_scheduled(root), failure.batch_size)
+    lineage = RetryLineage(
+        root, log.retries_scheduled(root), failure.batch_size, failure.retried_by
+    )
     decision = decide(failure.steps, lineage, settings, now)
     try:
         entries = log.record([_entry(failure, step, decision.retry) for step in decision.steps])

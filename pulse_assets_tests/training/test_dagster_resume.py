@@ -118,7 +118,9 @@ def test_a_killed_training_run_fails_then_reexecution_resumes_to_identical_weigh
     trained_world, tmp_path, monkeypatch
 ):
     settings_file = tmp_path / "settings.json"
-    settings_file.write_text(json.dumps(resumable_config(trained_world["raw"], tmp_path)))
+    settings_file.write_text(
+        json.dumps(resumable_config(trained_world["raw"], tmp_path), default=str)
+    )
     settings = Settings.model_validate(json.loads(settings_file.read_text()))
     home, dagster_home = tmp_path / "pulse_home", tmp_path / "dagster_home"
     dagster_home.mkdir()
