@@ -24,7 +24,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _measure import peak_rss_mb  # noqa: E402
 from event_storage_bench import PG_HOST, PG_PORT, PG_USER, create_database, drop_database  # noqa: E402
+
+from pulse_assets_tests.celery_processes import delete_queue, descendants, stop_worker  # noqa: E402
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 BIN = Path(sys.executable).parent
@@ -246,40 +247,6 @@ def services_cpu() -> float:
     return total / ticks
 
 
-def descendants(parent: int) -> set[int]:
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-    found, frontier = {parent}, {parent}
-    while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
-        found |= frontier
-    return found
-
-
-def stop(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=10)
-
-
-def delete_queue(queue: str) -> None:
-    from kombu import Connection
-
-    with Connection(BROKER, connect_timeout=5) as connection:
-        channel = connection.default_channel
-        channel.queue_purge(queue)
-        channel.queue_delete(queue)
-        channel.exchange_delete(queue)
-
-
 def stored_features(home: Path) -> dict[str, bytes]:
     """The feature rows of every cell, as values (Parquet bytes may differ in metadata)."""
     import polars as pl
@@ -310,7 +277,7 @@ def run_arm(workers: int, args: argparse.Namespace) -> dict[str, Any]:
         if warm.returncode != 0 or not last_json(warm.stdout)["success"]:
             raise RuntimeError(f"warm-up failed:\n{warm.stderr[-3000:]}")
         wait_ready(queue, workers)
-        trees = set().union(*(descendants(worker.pid) for worker in started))
+        trees = set().union(*({worker.pid} | descendants(worker.pid) for worker in started))
         workers_cpu = cpu_seconds(trees)
         result = timed_runs(env, home, args)
         result["workers_cpu_s"] = cpu_seconds(trees) - workers_cpu
@@ -318,14 +285,15 @@ def run_arm(workers: int, args: argparse.Namespace) -> dict[str, Any]:
             [home / f"worker{n}.log" for n in range(workers)]
         )
         result["worker_peaks_mb"] = [
-            max(peak_of(descendants(worker.pid)).values(), default=0.0) for worker in started
+            max(peak_of({worker.pid} | descendants(worker.pid)).values(), default=0.0)
+            for worker in started
         ]
         result["features"] = stored_features(home)
         return result | {"workers": workers}
     finally:
         for worker in started:
-            stop(worker)
-        delete_queue(queue)
+            stop_worker(worker, timeout_s=60)
+        delete_queue(BROKER, queue)
         drop_database(database)
         shutil.rmtree(home, ignore_errors=True)
 

@@ -14,15 +14,14 @@ import dagster as dg
 import polars as pl
 
 from pulse_assets.config import EntitiesConfig, QualityConfig
-from pulse_assets.defs.metadata import frame_metadata, markdown_table, versioned_output
-from pulse_assets.defs.raw import QUARANTINE_CHECK, raw_descriptions
+from pulse_assets.defs.metadata import frame_metadata, versioned_output
+from pulse_assets.defs.raw import QUARANTINE_CHECK, quarantine_reasons, raw_descriptions
 from pulse_assets.defs.resources import MULTI_KEY_SEPARATOR, PartitionStoreResource
 from pulse_assets.entities import EntitySlice, entity_day_features
 from pulse_assets.entities.features import FEATURE_DESCRIPTIONS
 from pulse_assets.errors import QuarantineError
 from pulse_assets.ingest import ingest_window, load_source
 from pulse_assets.ingest.run import FINGERPRINT_COLUMN, PARTITION_COLUMN, WindowIngest
-from pulse_assets.ingest.validation import REASON_COLUMN
 from pulse_assets.storage import PartitionStore
 
 ENTITIES_JOB = "entities"
@@ -199,13 +198,7 @@ def build_raw_entity_asset(
             "quarantined_share": verdict.share,
         }
         if quarantined_rows:
-            reasons = pl.concat(
-                [
-                    ingest.quarantined.get_column(REASON_COLUMN),
-                    new_undated.get_column(REASON_COLUMN),
-                ]
-            ).value_counts(sort=True)
-            metadata["quarantine_reasons"] = markdown_table(reasons, max_rows=10)
+            metadata["quarantine_reasons"] = quarantine_reasons(ingest.quarantined, new_undated)
             context.log.warning(
                 f"{quarantined_rows} row(s) of {config.name} quarantined; "
                 f"see {quarantine_table(config)} in the store"

@@ -181,13 +181,7 @@ def build_raw_asset(
             "quarantined_share": verdict.share,
         }
         if quarantined_rows:
-            reasons = pl.concat(
-                [
-                    ingest.quarantined.get_column(REASON_COLUMN),
-                    new_undated.get_column(REASON_COLUMN),
-                ]
-            ).value_counts(sort=True)
-            metadata["quarantine_reasons"] = markdown_table(reasons, max_rows=10)
+            metadata["quarantine_reasons"] = quarantine_reasons(ingest.quarantined, new_undated)
             context.log.warning(
                 f"{quarantined_rows} row(s) of {name} quarantined; "
                 f"see {quarantine_table(name)} in the store"
@@ -202,6 +196,12 @@ def build_raw_asset(
         yield from _check_results(verdict, quarantined_rows)
 
     return raw_asset
+
+
+def quarantine_reasons(*quarantined: pl.DataFrame) -> dg.MetadataValue:
+    """The reasons of quarantined rows, most frequent first, for a run's metadata."""
+    reasons = pl.concat([frame.get_column(REASON_COLUMN) for frame in quarantined])
+    return markdown_table(reasons.value_counts(sort=True), max_rows=10)
 
 
 def build_raw_assets(

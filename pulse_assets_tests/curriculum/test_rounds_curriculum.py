@@ -229,10 +229,10 @@ def test_a_weighted_challenger_keeps_its_uniform_twin_which_is_the_plain_trainin
         registry.load_uniform_twin(plain.record.challenger)
 
 
-def test_the_twin_is_not_trained_when_switched_off(walked):
-    world, records = walked
-    taught = run_round(
-        world.context(uniform_twin=False),
+def taught_october(world: RoundWorld, records: list[RoundRecord], **context: object) -> RoundRecord:
+    """October's round trained on its curriculum's weights, after July to September."""
+    return run_round(
+        world.context(**context),
         month("2016-10-01"),
         records[-1],
         world.features,
@@ -240,6 +240,11 @@ def test_the_twin_is_not_trained_when_switched_off(walked):
         CUTOFF,
         curriculum_of(world, records),
     ).record
+
+
+def test_the_twin_is_not_trained_when_switched_off(walked):
+    world, records = walked
+    taught = taught_october(world, records, uniform_twin=False)
     tags = VersionTags.of(world.registry.version(taught.challenger))
     assert (tags.curriculum_weighted, tags.uniform_twin) == (True, False)
     day = date(2016, 10, 10)
@@ -249,15 +254,7 @@ def test_the_twin_is_not_trained_when_switched_off(walked):
 
 def test_the_service_lookup_gives_the_twin_of_the_days_challenger(walked):
     world, records = walked
-    taught = run_round(
-        world.context(),
-        month("2016-10-01"),
-        records[-1],
-        world.features,
-        world.labels,
-        CUTOFF,
-        curriculum_of(world, records),
-    ).record
+    taught = taught_october(world, records)
     lookup = ServiceLookup(world.registry, ModelCache(world.registry))
     twin = lookup.uniform_twin(date(2016, 10, 10))
     assert twin is not None and twin.version == taught.challenger and twin.cutoff == CUTOFF

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +27,6 @@ import polars as pl
 import pytest
 import yaml
 from dagster._serdes import serialize_value
-from kombu import Connection
 from polars.testing import assert_frame_equal
 
 from pulse_assets.config import (
@@ -48,6 +46,7 @@ from pulse_assets.defs.rules import IMPACT_KEY, STATE_KEY
 from pulse_assets.defs.training import CURRICULUM_KEY, MODEL_KEY
 from pulse_assets.errors import ConfigError
 from pulse_assets.storage import PartitionStore
+from pulse_assets_tests.celery_processes import delete_queue, descendants, stop_worker
 from pulse_assets_tests.conftest import isolated_world
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672//"
@@ -109,23 +108,6 @@ def test_the_production_profile_runs_steps_on_celery_with_the_broker_from_the_en
 # --- a real worker ------------------------------------------------------------------------
 
 
-def child_pids(parent: int) -> set[int]:
-    """Every descendant of process ``parent`` (Linux /proc)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended while we looked
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {parent}
-    while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
-        found |= frontier
-    return found
-
-
 def broker_reachable() -> None:
     try:
         socket.create_connection(("127.0.0.1", 5672), timeout=3).close()
@@ -155,25 +137,6 @@ def wait_ready(worker: subprocess.Popen[bytes], log: Path) -> None:
     pytest.fail(
         f"the Celery worker was not ready in {WORKER_START_S} s:\n{log.read_text()[-3000:]}"
     )
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    """Warm shutdown (SIGTERM: finish the task at hand), then kill if it hangs."""
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=10)
-
-
-def delete_queue(queue: str) -> None:
-    with Connection(BROKER, connect_timeout=5) as connection:
-        channel = connection.default_channel
-        channel.queue_purge(queue)
-        channel.queue_delete(queue)
-        channel.exchange_delete(queue)
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +196,7 @@ def cluster(trained_world, tmp_path_factory) -> Iterator[dict[str, Any]]:
             }
     finally:
         stop_worker(worker)
-        delete_queue(queue)
+        delete_queue(BROKER, queue)
 
 
 def stored(settings: Settings, table: str) -> pl.DataFrame:
@@ -282,7 +245,7 @@ def assert_steps_ran_on_the_worker(cluster: dict[str, Any], run: dg.DagsterRun, 
         r for r in records if r.dagster_event and r.dagster_event.event_type_value == "STEP_START"
     ]
     assert starts, f"run {run.run_id} started no step"
-    workers = child_pids(cluster["worker"].pid)
+    workers = descendants(cluster["worker"].pid)
     for record in starts:
         pid = record.dagster_event.pid if record.dagster_event else None
         assert pid in workers and pid not in (cli, os.getpid()), (
