@@ -1,15 +1,24 @@
 """The metrics layer by round: ``metrics/model_metrics`` (the plan's RecursiveTrainingMetrics
 recorded in its MetricsStore)."""
 
+import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from pulse_assets.config import Settings
+from pulse_assets.curriculum.charts import ablation_chart
 from pulse_assets.defs.evaluation import RETRODICTION_KEY
-from pulse_assets.defs.metadata import frame_metadata, markdown_table, rounded, versioned_output
+from pulse_assets.defs.metadata import (
+    embedded_charts,
+    frame_metadata,
+    markdown_table,
+    rounded,
+    versioned_output,
+)
 from pulse_assets.defs.partitions import round_partitions
 from pulse_assets.defs.resources import SqlStoreResource
 from pulse_assets.defs.training import round_windows
@@ -143,7 +152,7 @@ def _run_metadata(frames: list[pl.DataFrame], last: RoundMetrics) -> dict[str, A
     headline = latest.filter(
         pl.col("metric").is_in(["rmse", "qlike", "trust_delta"]) | (pl.col("subject") == RULES)
     )
-    return frame_metadata(frame, descriptions=FRAME_DESCRIPTIONS) | {
+    metadata = frame_metadata(frame, descriptions=FRAME_DESCRIPTIONS) | {
         "rounds": frame.get_column("round").n_unique(),
         "latest_round": last.round,
         "cumulative_since": last.first_round,
@@ -160,6 +169,13 @@ def _run_metadata(frames: list[pl.DataFrame], last: RoundMetrics) -> dict[str, A
             max_rows=60,
         ),
     }
+    effect = last.cumulative_curriculum.result
+    if effect is not None:  # each round's challenger against its uniform twin, per round
+        with tempfile.TemporaryDirectory(prefix="pulse-chart-") as folder:
+            metadata |= embedded_charts(
+                [ablation_chart(effect, Path(folder) / "curriculum_effect.png")]
+            )
+    return metadata
 
 
 def build_metrics_assets(

@@ -272,3 +272,16 @@ def test_one_round_alone_reads_every_round_before_it(measured):
     )
     assert history.height == len(ROUNDS)
     assert history["value"][-1] == pytest.approx(alone["value"], rel=1e-12)
+
+
+def test_the_curriculum_effect_chart_is_on_the_materialization(measured):
+    materializations = measured["runs"][METRICS_KEY].asset_materializations_for_node(
+        "metrics__model_metrics"
+    )
+    assert sorted(m.partition for m in materializations) == ROUNDS
+    metadata = materializations[-1].metadata
+    assert metadata["curriculum_effect_since_first_round"].value.startswith(
+        "curriculum vs uniform weights over"
+    )
+    chart = metadata["chart_curriculum_effect"].value
+    assert chart.startswith("![curriculum_effect](data:image/png;base64,iVBOR"), chart[:60]
