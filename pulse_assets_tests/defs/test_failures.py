@@ -31,6 +31,7 @@ from pulse_assets.defs.resources import SqlStoreResource
 from pulse_assets.errors import SchemaError, SourceError
 from pulse_assets.reliability.error_log import ErrorLog, ErrorLogEntry
 from pulse_assets.reliability.failures import WEBHOOK_ENV, Action
+from pulse_assets_tests.failure_sensors import FailureSensors
 from pulse_assets_tests.http_server import Reply, Script, scripted_server
 from pulse_assets_tests.postgres import fresh_database
 
@@ -73,7 +74,7 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
 HARNESS_JOB = "harness_job"
 
 
-class Harness:
+class Harness(FailureSensors):
     """One asset, the two sensors, the instance and the store."""
 
     def __init__(
@@ -83,17 +84,13 @@ class Harness:
         instance: dg.DagsterInstance,
         sql_store: SqlStoreResource,
     ) -> None:
-        self.asset, self.instance, self.sql_store = asset, instance, sql_store
+        self.asset = asset
         job = dg.define_asset_job(HARNESS_JOB, selection=[asset])
-        self.failure_sensor, self.retry_sensor = build_failure_sensors(settings, [job])
+        sensors = build_failure_sensors(settings, [job])
         defs = dg.Definitions(
-            assets=[asset],
-            jobs=[job],
-            sensors=[self.failure_sensor, self.retry_sensor],
-            resources={"sql_store": sql_store},
+            assets=[asset], jobs=[job], sensors=sensors, resources={"sql_store": sql_store}
         )
-        self.repository = defs.get_repository_def()
-        self.log = ErrorLog(sql_store.engine())
+        super().__init__(instance, sql_store, defs.get_repository_def(), sensors)
 
     def materialize(
         self,
@@ -114,27 +111,6 @@ class Harness:
         """Evaluate the run failure sensor on ``result``'s failed run; its new rows."""
         assert not result.success, "the asset was meant to fail"
         return self.on_failed_run(result.dagster_run, result.get_run_failure_event())
-
-    def on_failed_run(self, run: dg.DagsterRun, event: dg.DagsterEvent) -> list[ErrorLogEntry]:
-        context = dg.build_run_status_sensor_context(
-            sensor_name=FAILURE_SENSOR,
-            dagster_instance=self.instance,
-            dagster_run=run,
-            dagster_event=event,
-            resources={"sql_store": self.sql_store},
-            repository_def=self.repository,
-        ).for_run_failure()
-        self.failure_sensor(context)
-        return self.log.for_run(run.run_id)
-
-    def retries(self) -> list[dg.RunRequest]:
-        """One tick of the retry sensor, its run requests resolved against the repository."""
-        with dg.build_sensor_context(
-            instance=self.instance,
-            resources={"sql_store": self.sql_store},
-            repository_def=self.repository,
-        ) as context:
-            return list(self.retry_sensor.evaluate_tick(context).run_requests or [])
 
     def run_request(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
         return self.materialize(

@@ -21,7 +21,7 @@ from dagster._utils.schedules import cron_string_iterator
 
 from pulse_assets.config import ConfigError, Settings, load_settings
 from pulse_assets.definitions import build_resources
-from pulse_assets.defs.failures import FAILURE_SENSOR, build_failure_sensors
+from pulse_assets.defs.failures import build_failure_sensors
 from pulse_assets.defs.freshness import (
     ATTEMPT_TAG,
     EPISODE_TAG,
@@ -37,10 +37,10 @@ from pulse_assets.defs.live import (
 from pulse_assets.defs.partitions import daily_partitions
 from pulse_assets.defs.raw import build_raw_assets
 from pulse_assets.defs.tags import RETRIED_BY_TAG, TRIGGER_TAG
-from pulse_assets.reliability.error_log import ErrorLog
 from pulse_assets.reliability.failures import WEBHOOK_ENV, Action
 from pulse_assets.reliability.freshness import SENSOR_NAME, FreshnessCursor
 from pulse_assets.storage import PartitionStore
+from pulse_assets_tests.failure_sensors import FailureSensors
 from pulse_assets_tests.http_server import Reply, Script, scripted_server
 from pulse_assets_tests.live_config import day_payload, http_source, live_config
 
@@ -78,7 +78,7 @@ def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Script]:
 
 
 @dataclass
-class Live:
+class Live(FailureSensors):
     """The iris source's raw asset and job, the freshness and failure sensors, a clock the
     test moves forward instead of sleeping through backoffs."""
 
@@ -91,17 +91,17 @@ class Live:
     def __post_init__(self) -> None:
         jobs = build_ingest_jobs(self.settings)
         self.sensor = build_freshness_sensor(self.settings, jobs, clock=self.now)
-        self.failure_sensor, self.retry_sensor = build_failure_sensors(self.settings, jobs)
+        failure_sensors = build_failure_sensors(self.settings, jobs)
         resources = build_resources(self.settings)
-        self.sql_store = resources["sql_store"]
         defs = dg.Definitions(
             assets=build_raw_assets(self.settings, daily_partitions(self.settings.partitions)),
             jobs=jobs,
-            sensors=[self.sensor, self.failure_sensor, self.retry_sensor],
+            sensors=[self.sensor, *failure_sensors],
             resources=resources,
         )
-        self.repository = defs.get_repository_def()
-        self.log = ErrorLog(self.sql_store.engine())
+        FailureSensors.__init__(
+            self, self.instance, resources["sql_store"], defs.get_repository_def(), failure_sensors
+        )
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self.shift
@@ -129,24 +129,7 @@ class Live:
 
     def handle_failure(self, result: dg.ExecuteInProcessResult) -> list:
         """The failure sensor on a failed run, as the daemon calls it; the run's error_log rows."""
-        context = dg.build_run_status_sensor_context(
-            sensor_name=FAILURE_SENSOR,
-            dagster_instance=self.instance,
-            dagster_run=result.dagster_run,
-            dagster_event=result.get_run_failure_event(),
-            resources={"sql_store": self.sql_store},
-            repository_def=self.repository,
-        ).for_run_failure()
-        self.failure_sensor(context)
-        return self.log.for_run(result.run_id)
-
-    def retries(self) -> list[dg.RunRequest]:
-        with dg.build_sensor_context(
-            instance=self.instance,
-            resources={"sql_store": self.sql_store},
-            repository_def=self.repository,
-        ) as context:
-            return list(self.retry_sensor.evaluate_tick(context).run_requests or [])
+        return self.on_failed_run(result.dagster_run, result.get_run_failure_event())
 
 
 @pytest.fixture
