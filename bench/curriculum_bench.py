@@ -97,22 +97,13 @@ def ours(
     from pulse_assets.config import load_settings
     from pulse_assets.curriculum.analysis import analyze_errors
     from pulse_assets.curriculum.scenarios import describe_scenarios
-    from pulse_assets.curriculum.scoring import raw_scores, total_scores
+    from pulse_assets.curriculum.scoring import scenario_scores
     from pulse_assets.curriculum.weights import scenario_weights
 
     settings = load_settings().curriculum
     scenarios = describe_scenarios(rows, settings.regimes)
     analysis = analyze_errors(errors, rows, features, settings.quantiles, settings.shrinkage_days)
-    raw = raw_scores(
-        rows,
-        scenarios,
-        analysis,
-        list(dict.fromkeys(r.column for r in settings.regimes.values())),
-        list(settings.regimes),
-        settings.edge_quantile,
-        settings.novelty_neighbours,
-    )
-    scored = total_scores(raw, settings.score_weights).frame
+    scored = scenario_scores(rows, scenarios, analysis, settings).frame
     score = scored.get_column("score").to_numpy()
     weights = scenario_weights(
         score, scenarios.get_column("rows").to_numpy().astype(np.float64), settings.max_weight_ratio

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 from scipy.spatial.distance import cdist
 
-from pulse_assets.config import CURRICULUM_COMPONENTS
+from pulse_assets.config import CURRICULUM_COMPONENTS, CurriculumSettings
 from pulse_assets.curriculum.analysis import ErrorAnalysis
 from pulse_assets.curriculum.scenarios import SCENARIO, require
 
@@ -125,3 +125,22 @@ def total_scores(raw: pl.DataFrame, weights: Mapping[str, float]) -> Scored:
         total += weights.get(name, 0.0) * unit
     frame = raw.with_columns(*scaled, pl.Series("score", total))
     return Scored(frame, tuple(notes))
+
+
+def scenario_scores(
+    rows: pl.DataFrame,
+    scenarios: pl.DataFrame,
+    analysis: ErrorAnalysis,
+    settings: CurriculumSettings,
+) -> Scored:
+    """The four scores of every scenario and their weighted total, as the settings ask."""
+    raw = raw_scores(
+        rows,
+        scenarios,
+        analysis,
+        list(dict.fromkeys(r.column for r in settings.regimes.values())),
+        list(settings.regimes),
+        settings.edge_quantile,
+        settings.novelty_neighbours,
+    )
+    return total_scores(raw, settings.score_weights)

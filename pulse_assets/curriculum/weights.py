@@ -38,7 +38,7 @@ from pulse_assets.curriculum.scenarios import (
     scenario_of,
     window_rows,
 )
-from pulse_assets.curriculum.scoring import raw_scores, total_scores
+from pulse_assets.curriculum.scoring import scenario_scores
 from pulse_assets.features.pipeline import feature_columns
 from pulse_assets.training.rounds import ModelLoader, RoundRecord
 
@@ -221,16 +221,7 @@ def _scored(
     base: Curriculum, settings: CurriculumSettings, rows: pl.DataFrame, analysis: ErrorAnalysis
 ) -> Curriculum:
     scenarios = base.scenarios
-    raw = raw_scores(
-        rows,
-        scenarios,
-        analysis,
-        list(dict.fromkeys(r.column for r in settings.regimes.values())),
-        list(settings.regimes),
-        settings.edge_quantile,
-        settings.novelty_neighbours,
-    )
-    scored = total_scores(raw, settings.score_weights)
+    scored = scenario_scores(rows, scenarios, analysis, settings)
     frame = scenarios.join(scored.frame, on=SCENARIO, how="left")
     base = replace(
         base,
