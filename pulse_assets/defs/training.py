@@ -189,7 +189,7 @@ def build_training_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             records.append(record)
             curricula.append((window, curriculum))
             _observe(context, record, curriculum)
-            context.log.info(f"round {window.key}: {countdown.advance()}")
+            context.log.info(f"round {window.key}: {record.summary()}; {countdown.advance()}")
         if _nothing_changed(context, records):
             context.log.info(
                 "every round of this run found the version its data and config already made "

@@ -31,7 +31,8 @@ def forecast_days(
     module: ForecastModule, features: pl.DataFrame, first: date, end: date
 ) -> pl.DataFrame:
     """``date`` and ``forecast_<label>`` for the feature days ``first <= t < end``, each made
-    from rows dated at or before t only."""
+    from rows dated at or before t only: the model sees those days and, for a recurrent
+    model, the ``lookback_rows - 1`` rows before the first, not the whole history."""
     missing = [c for c in module.feature_names if c not in features.columns]
     if missing:
         raise TrainingDataError(
@@ -39,6 +40,8 @@ def forecast_days(
             "retrain it (materialize models/forecast_model for the latest round)"
         )
     history = features.filter(pl.col("date") < end).sort("date")
+    first_row = history.get_column("date").search_sorted(first, side="left")
+    history = history.slice(max(first_row - max(module.lookback_rows - 1, 0), 0))
     matrix = history.select(module.feature_names).to_numpy().astype(np.float32)
     made = forecast(module, matrix) if len(matrix) >= max(module.lookback_rows, 1) else None
     if made is None:

@@ -195,7 +195,8 @@ class PartitionStore:
                 frames = list(pool.map(self._read_file, paths))
         else:
             frames = [self._read_file(path) for path in paths]
-        return pl.concat(_aligned(frames, table, wanted), how="vertical_relaxed")
+        # one chunk, not one per file: every later filter and sort would walk them all
+        return pl.concat(_aligned(frames, table, wanted), how="vertical_relaxed", rechunk=True)
 
     def read_range(self, table: str, first: str, last: str) -> pl.DataFrame:
         """Partitions with ``first <= key <= last`` (ISO dates sort as text); others are not opened."""

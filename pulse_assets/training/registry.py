@@ -26,10 +26,11 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from pulse_assets.errors import NoChampionError, PulseError
+from pulse_assets.storage.sql import write_ahead_log
 from pulse_assets.training.audit import AliasAudit, AliasEvent, now
 from pulse_assets.training.model_files import MODEL_FILES, ModelFileError, read_model, write_model
 from pulse_assets.training.models import ForecastModule
@@ -38,6 +39,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 MODEL_ARTIFACT_PATH = "model"
 UNIFORM_TWIN_PATH = "uniform_twin"  # beside model/: the uniform-weight twin's files
+NOTE_TAG = "mlflow.note.content"  # the run's description in MLflow's UI
 DIGEST_LENGTH = 32  # MLflow's dataset digest column holds 36 characters
 MLFLOW_COLUMN_TYPES = {
     "Float64": "double",
@@ -134,13 +136,16 @@ class VersionTags:
 
 @dataclass(frozen=True)
 class TrainingRecord:
-    """What one training logs: params, per-epoch losses, data and config (the model apart)."""
+    """What one training logs: params, per-epoch losses, data and config (the model apart),
+    the run's name and the description of the run and its version."""
 
     params: dict[str, Any]
     losses: dict[str, list[tuple[int, float]]]
     dataset: DatasetCard
     config: dict[str, Any]
     version_tags: dict[str, str]
+    run_name: str
+    description: str
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,8 @@ class ModelRegistry:
         os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
         import mlflow
 
+        if tracking_uri.startswith("sqlite:"):
+            write_ahead_log(tracking_uri)
         self._mlflow = mlflow
         self.client = mlflow.MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
@@ -202,6 +209,16 @@ class ModelRegistry:
         self.retries = retries
         self._registered = False
         self._experiment_id: str | None = None
+        self._first_seen: dict[str, ModelVersionInfo] = {}  # for what never changes: run, tags
+
+    @property
+    def _model_versions(self) -> Any:
+        """MLflow's registry client, for writes to this registry's own model versions.
+
+        ``MlflowClient`` first checks that the name is not a prompt, reading the whole
+        registered model (most of a tag write's time, and it grows with the versions); this
+        registry created the model itself, so the check never fails here."""
+        return self.client._get_registry_client()
 
     def _redact(self, text: str) -> str:
         for password in self._passwords:
@@ -283,7 +300,12 @@ class ModelRegistry:
         config in one artifact upload: each tracking call is a round trip (a database
         transaction on the local store), and a walk-forward makes one run per round."""
         experiment_id = self.experiment_id()
-        run = self._call("create run", lambda: self.client.create_run(experiment_id))
+        run = self._call(
+            "create run",
+            lambda: self.client.create_run(
+                experiment_id, run_name=record.run_name, tags={NOTE_TAG: record.description}
+            ),
+        )
         run_id = run.info.run_id
         stamp = int(time.time() * 1000)
         metrics = [
@@ -315,10 +337,14 @@ class ModelRegistry:
         created = self._call(
             "create version",
             lambda: self.client.create_model_version(
-                self.model_name, source, run_id=run_id, tags=record.version_tags
+                self.model_name,
+                source,
+                run_id=run_id,
+                tags=record.version_tags,
+                description=record.description,
             ),
         )
-        return self.version(str(created.version))
+        return self._seen(created)
 
     def _ensure_registered_model(self) -> None:
         if self._registered:
@@ -334,57 +360,67 @@ class ModelRegistry:
         self._call("create registered model", create)
         self._registered = True
 
-    def describe(self, info: ModelVersionInfo, run_name: str | None, description: str) -> None:
-        """Give the version's MLflow run and the version one line of description (and the run
-        a name, when given)."""
-        if info.run_id:
-            run_id = info.run_id
-            if run_name:
-                self._call(
-                    "name run", lambda: self.client.set_tag(run_id, "mlflow.runName", run_name)
-                )
-            self._call(
-                "describe run",
-                lambda: self.client.set_tag(run_id, "mlflow.note.content", description),
-            )
-        self._call(
-            "describe version",
-            lambda: self.client.update_model_version(
-                self.model_name, info.version, description=description
-            ),
-        )
-
     def log_version_metrics(
-        self, version: str, metrics: dict[str, float | None], step: int = 0
+        self,
+        version: str,
+        metrics: dict[str, float | None],
+        step: int = 0,
+        description: str | None = None,
     ) -> None:
         """Metrics on the MLflow run that trained ``version`` (NaN and inf left out), so MLflow
-        ranks versions by what they did after training, out of sample."""
-        run_id = self.version(version).run_id
-        if run_id is None:
-            return
+        ranks versions by what they did after training, out of sample; with ``description``,
+        the run and the version are described anew (in the same batch for the run)."""
+        run_id = self._first_seen_version(version).run_id
         stamp = int(time.time() * 1000)
         finite = [
             Metric(key, float(value), stamp, step)
             for key, value in metrics.items()
             if value is not None and np.isfinite(value)
         ]
-        if finite:
-            self._call("log version metrics", lambda: self.client.log_batch(run_id, metrics=finite))
+        note = [RunTag(NOTE_TAG, description)] if description else []
+        if run_id is not None and (finite or note):
+            self._call(
+                "log version metrics",
+                lambda: self.client.log_batch(run_id, metrics=finite, tags=note),
+            )
+        if description:
+            self._call(
+                "describe version",
+                lambda: self._model_versions.update_model_version(
+                    self.model_name, version, description=description
+                ),
+            )
 
     def version(self, version: str) -> ModelVersionInfo:
         found = self._call(
             "get version", lambda: self.client.get_model_version(self.model_name, version)
         )
-        return ModelVersionInfo(
+        return self._seen(found)
+
+    def _seen(self, found: Any) -> ModelVersionInfo:
+        """``found`` (an MLflow ModelVersion) as ours, remembered as first seen."""
+        info = ModelVersionInfo(
             str(found.version), found.run_id, dict(found.tags), tuple(found.aliases)
         )
+        self._first_seen.setdefault(info.version, info)
+        return info
+
+    def _first_seen_version(self, version: str) -> ModelVersionInfo:
+        """The version as this registry first saw it: for its run and the tags it was created
+        with (the training tags), which never change; aliases and later tags may have."""
+        known = self._first_seen.get(version)
+        return known if known is not None else self.version(version)
+
+    def training_id_of(self, version: str) -> str:
+        """The training id ``version`` was registered with ('' for an older release's)."""
+        return self._first_seen_version(version).tags.get("training_id", "")
 
     def alias(self, alias: str) -> ModelVersionInfo | None:
         """The version ``alias`` points at, or None when no version has it yet."""
 
         def fetch() -> Any:
             try:
-                return self.client.get_model_version_by_alias(self.model_name, alias)
+                return self._model_versions.get_model_version_by_alias(self.model_name, alias)
             except MlflowException as error:
                 if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                     return None
@@ -411,10 +447,13 @@ class ModelRegistry:
         """Point ``alias`` at ``version``; record who, when, why, the figures and the simulated
         day the move takes effect (``as_of``), twice: version tags and the audit table."""
         previous = self.alias(alias)
-        self._call(
-            "set alias",
-            lambda: self.client.set_registered_model_alias(self.model_name, alias, version),
-        )
+        if previous is None or previous.version != version:
+            self._call(
+                "set alias",
+                lambda: self._model_versions.set_registered_model_alias(
+                    self.model_name, alias, version
+                ),
+            )
         at = now()
         move = {
             "by": actor,
@@ -426,7 +465,7 @@ class ModelRegistry:
             self._call(
                 "tag alias move",
                 partial(
-                    self.client.set_model_version_tag,
+                    self._model_versions.set_model_version_tag,
                     self.model_name,
                     version,
                     f"{alias}.{key}",
@@ -520,7 +559,7 @@ class ModelRegistry:
         )
         if not found:
             return None
-        return self.version(str(min(int(v.version) for v in found)))
+        return self._seen(min(found, key=lambda v: int(v.version)))
 
     def versions(self) -> list[ModelVersionInfo]:
         """Every version with its tags and aliases (search results carry no aliases: added here)."""

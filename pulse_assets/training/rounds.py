@@ -93,6 +93,22 @@ class RoundRecord:
     train_seconds: float
     warm_start_from: str | None
 
+    def summary(self) -> str:
+        """One line for the run log (one per round: each line is an event-log write): the
+        round's champion and what became of its challenger."""
+        champion = f"champion v{self.champion} ({'promoted' if self.promoted else 'kept'})"
+        if not self.trained:
+            return (
+                f"{champion}; challenger v{self.challenger}: its data and config made that "
+                "version already (same training id), not registered again"
+            )
+        start = f"warm from v{self.warm_start_from}" if self.warm_start_from else "cold start"
+        return (
+            f"{champion}; challenger v{self.challenger} trained on {self.train_first}.."
+            f"{self.train_last} ({self.train_rows} rows, {start}, {self.epochs_run} epochs "
+            f"in {self.train_seconds:.2f} s)"
+        )
+
     def to_frame(self) -> pl.DataFrame:
         row = asdict(self)
         return pl.DataFrame([row], schema=RECORD_SCHEMA).with_columns(pl.col("start").alias("date"))
@@ -260,7 +276,7 @@ def shadow_errors(
     """``module``'s forecasts minus actuals on days ``first <= t`` whose label is known on
     ``decided_on``: date, actual, error."""
     known = known_labels(labels, decided_on).filter(pl.col("date") >= first)
-    made = forecast_days(module, features.filter(pl.col("date") < decided_on), first, decided_on)
+    made = forecast_days(module, features, first, decided_on)
     return (
         made.join(known.select("date", pl.col(LABEL_PREFIX + label).alias("actual")), on="date")
         .select("date", "actual", (pl.col(f"forecast_{label}") - pl.col("actual")).alias("error"))
@@ -412,10 +428,6 @@ def run_round(
     result: TrainResult | None = None
     train_seconds = 0.0
     if existing is not None:
-        context.log(
-            f"round {window.key}: data and config equal version {existing.version}'s "
-            "(same training id); not registered again"
-        )
         challenger, module = existing.version, context.load(existing.version)
     else:
         started = time.perf_counter()
@@ -490,8 +502,7 @@ def _record_shadow_outcome(
     context: RoundContext, previous: RoundRecord, decision: ShadowDecision
 ) -> None:
     """The previous challenger's out-of-sample result, on its MLflow run and its version."""
-    registry = context.registry
-    registry.log_version_metrics(
+    context.registry.log_version_metrics(
         previous.challenger,
         {
             "shadow_rmse": decision.challenger_rmse,
@@ -499,11 +510,7 @@ def _record_shadow_outcome(
             "shadow_dm_p_value": decision.dm_p_value,
             "shadow_days": float(decision.days),
         },
-    )
-    registry.describe(
-        registry.version(previous.challenger),
-        None,
-        f"Challenger of round {previous.round}: {decision.reason}.",
+        description=f"Challenger of round {previous.round}: {decision.reason}.",
     )
 
 
@@ -534,9 +541,7 @@ def _round_config(context: RoundContext, warm: tuple[str, ForecastModule] | None
 def _training_id(
     context: RoundContext, data: RoundData, warm: tuple[str, ForecastModule] | None
 ) -> str:
-    start = (
-        "cold" if warm is None else context.registry.version(warm[0]).tags.get("training_id", "")
-    )
+    start = "cold" if warm is None else context.registry.training_id_of(warm[0])
     digest = hashlib.sha256(f"{data.fingerprint}|{start}".encode()).hexdigest()
     return training_id(digest, _round_config(context, warm))
 
@@ -550,10 +555,6 @@ def _train(
     config = _round_config(context, warm)
     checkpoints = CheckpointStore(
         context.checkpoints_root, identity, keep=config.recovery.keep_checkpoints
-    )
-    context.log(
-        f"training {identity} on {data.first}..{data.last} ({len(data.fit)} fit rows, "
-        f"{len(data.valid)} validation rows)" + (f", warm from version {warm[0]}" if warm else "")
     )
     return train(
         data.fit,
@@ -576,9 +577,7 @@ def _uniform_twin(
     challenger would have been without the curriculum, compared out of sample downstream."""
     if data.fit.weights is None or not context.uniform_twin:
         return None
-    identity = _training_id(context, unweighted, warm)
-    context.log(f"uniform-weight twin {identity} of the curriculum-weighted challenger")
-    return _train(context, unweighted, warm, identity)
+    return _train(context, unweighted, warm, _training_id(context, unweighted, warm))
 
 
 def _register(
@@ -609,6 +608,13 @@ def _register(
         uniform_twin=twin is not None,
     )
     config = _round_config(context, warm)
+    start = f"warm from v{warm[0]}" if warm else "cold start"
+    beside = (
+        f"; its uniform-weight twin (best validation loss {twin.best_val_loss:.4g}) is logged "
+        "beside it"
+        if twin
+        else ""
+    )
     record = TrainingRecord(
         params=_params(config, data, result, window, cutoff),
         losses={
@@ -625,24 +631,17 @@ def _register(
         ),
         config=config.model_dump(mode="json"),
         version_tags=tags.to_tags(),
+        run_name=f"{context.trigger}-{cutoff}",
+        description=(
+            f"Challenger of round {window.key} ({context.trigger}): trained on "
+            f"{data.first}..{data.last} ({len(data.fit)} fit rows, {start}), best validation loss "
+            f"{result.best_val_loss:.4g} at epoch {result.best_epoch}{beside}; judged on the "
+            "round's shadow days at the next round."
+        ),
     )
-    info = context.registry.log_training(record, result.module, twin.module if twin else None)
-    start = f"warm from v{warm[0]}" if warm else "cold start"
-    beside = (
-        f"; its uniform-weight twin (best validation loss {twin.best_val_loss:.4g}) is logged "
-        "beside it"
-        if twin
-        else ""
-    )
-    context.registry.describe(
-        info,
-        f"v{info.version}-{context.trigger}-{cutoff}",
-        f"Challenger of round {window.key} ({context.trigger}): trained on {data.first}..{data.last}"
-        f" ({len(data.fit)} fit rows, {start}), best validation loss {result.best_val_loss:.4g}"
-        f" at epoch {result.best_epoch}{beside}; judged on the round's shadow days at the next "
-        "round.",
-    )
-    return info.version
+    return context.registry.log_training(
+        record, result.module, twin.module if twin else None
+    ).version
 
 
 def _params(

@@ -150,7 +150,7 @@ def test_mlflow_names_describes_and_ranks_versions_by_what_they_did_out_of_sampl
     info = registry.version(judged["challenger"])
     run = registry.client.get_run(info.run_id)
     cutoff = judged["cutoff"].isoformat()
-    assert run.info.run_name == f"v{info.version}-manual-{cutoff}"
+    assert run.info.run_name == f"manual-{cutoff}"
     assert f"Challenger of round {judged['round']}" in run.data.tags["mlflow.note.content"]
     version = registry.client.get_model_version(registry.model_name, info.version)
     assert "shadow days" in version.description

@@ -223,6 +223,8 @@ def test_training_checkpoints_on_s3_resume_to_the_same_weights_and_mlflow_logs_t
         dataset=DatasetCard("synthetic", "0" * 16, len(fit), {"a": "float"}, {"source": "test"}),
         config={"kind": "mlp"},
         version_tags={"training_id": "run"},
+        run_name="s3-resumed",
+        description="resumed from an S3 checkpoint",
     )
     info = registry.log_training(record, resumed.module)
     stored = object_keys(client, bucket, "mlflow/s3-experiment/")

@@ -31,6 +31,7 @@ from pulse_assets.training.registry import (
     ModelRegistry,
     ModelVersionInfo,
     TrackingError,
+    TrainingRecord,
     VersionTags,
 )
 from pulse_assets.training.service import ModelCache
@@ -201,7 +202,7 @@ def test_rounds_and_a_promotion_through_the_server(
         tags = VersionTags.of(info)
         assert tags.round == record and tags.training_id == outcome.record.training_id
         run = client.get_run(info.run_id)
-        assert run.info.run_name == f"v{info.version}-manual-{record}"
+        assert run.info.run_name == f"manual-{record}"
         assert run.data.params["model.kind"] == "mlp"
         files = {f.path for f in client.list_artifacts(info.run_id, "model")}
         assert files == {"model/model.json", "model/weights.safetensors"}
@@ -223,19 +224,25 @@ def test_rounds_and_a_promotion_through_the_server(
 
 
 class KillsServerAfterRegistering(ModelRegistry):
-    """The real registry. Right after a round has registered and described its new version
+    """The real registry. Right after a round has registered its new version, described
     (the last tracking call before the alias moves), the server is killed: the outage lands
     exactly between training and the alias move."""
 
     server: MlflowServer | None = None
     killed_at: float = 0.0
 
-    def describe(self, info: ModelVersionInfo, run_name: str | None, description: str) -> None:
-        super().describe(info, run_name, description)
-        if run_name is not None and self.server is not None:  # the new version, not the shadow
+    def log_training(
+        self,
+        record: TrainingRecord,
+        module: ForecastModule,
+        uniform_twin: ForecastModule | None = None,
+    ) -> ModelVersionInfo:
+        info = super().log_training(record, module, uniform_twin)
+        if self.server is not None:
             self.server.stop()
             self.killed_at = time.monotonic()
             self.server = None
+        return info
 
 
 def test_a_server_gone_before_the_alias_move_fails_clearly_and_moves_nothing(
