@@ -39,9 +39,11 @@ def forecast_days(
             f"the model needs feature column(s) {missing} that daily_features no longer has; "
             "retrain it (materialize models/forecast_model for the latest round)"
         )
-    history = features.filter(pl.col("date") < end).sort("date")
-    first_row = history.get_column("date").search_sorted(first, side="left")
-    history = history.slice(max(first_row - max(module.lookback_rows - 1, 0), 0))
+    history = features if features.get_column("date").is_sorted() else features.sort("date")
+    dates = history.get_column("date")
+    first_row, end_row = (dates.search_sorted(day, side="left") for day in (first, end))
+    start = max(first_row - max(module.lookback_rows - 1, 0), 0)
+    history = history.slice(start, max(end_row - start, 0))
     matrix = history.select(module.feature_names).to_numpy().astype(np.float32)
     made = forecast(module, matrix) if len(matrix) >= max(module.lookback_rows, 1) else None
     if made is None:

@@ -191,6 +191,10 @@ class ModelRegistry:
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, timeout_s)))
         os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+        # MLflow 3 records every client call for its usage telemetry (and would send it
+        # out); a platform that runs without network sends nothing unless its operator sets
+        # MLFLOW_DISABLE_TELEMETRY=false
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         import mlflow
 
         if tracking_uri.startswith("sqlite:"):
