@@ -4,10 +4,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
+import torch
 
-from pulse_assets.config import BaselineSettings
+from pulse_assets.config import BaselineSettings, ModelConfig
 from pulse_assets.evaluation.baselines import Baseline, fit_baselines
 from pulse_assets.evaluation.retrodiction import (
     RETURN_COLUMN,
@@ -19,8 +21,9 @@ from pulse_assets.evaluation.retrodiction import (
 )
 from pulse_assets.storage import PartitionStore
 from pulse_assets.training.checkpoints import CheckpointStore
+from pulse_assets.training.dataset import Scaler
 from pulse_assets.training.models import ForecastModule
-from pulse_assets.training.trainer import train
+from pulse_assets.training.trainer import forecast, train
 from pulse_assets_tests.training.train_worker import load_data
 
 LABEL = "sp500_abs_return_next"
@@ -61,6 +64,34 @@ def test_day_t_is_forecast_from_features_up_to_t_only(module, frames):
     upto = pl.col("date") <= t
     assert made.filter(upto)[FORECAST].equals(again.filter(upto)[FORECAST])
     assert not made.filter(~upto)[FORECAST].equals(again.filter(~upto)[FORECAST])
+
+
+@pytest.mark.parametrize("kind", ["mlp", "gru"])
+def test_a_span_is_forecast_as_from_the_whole_history_from_only_the_rows_it_needs(frames, kind):
+    """forecast_days runs the model on the span's rows (and a recurrent model's look-back
+    before it) only: the same forecasts as over all history, shuffled input included."""
+    features, _ = frames
+    names = [c for c in features.columns if c != "date"][:6]
+    rows = features.drop_nulls(names).sort("date")
+    x = rows.select(names).to_numpy().astype(np.float32)
+    architecture = ModelConfig(kind=kind, hidden_sizes=[8, 4], lookback_rows=5, num_layers=1)
+    torch.manual_seed(3)
+    model = ForecastModule(
+        architecture, Scaler.fit(x), Scaler.fit(x[:, :1]), tuple(names), (LABEL,)
+    ).eval()
+    whole = forecast(model, x)[:, 0]
+    everything = (
+        rows.select("date")
+        .slice(rows.height - len(whole))
+        .with_columns(pl.Series(FORECAST, whole.astype(np.float64)))
+    )
+    first, end = date(2016, 3, 1), date(2016, 4, 1)
+    expected = everything.filter(pl.col("date") >= first, pl.col("date") < end)
+    assert expected.height > 15
+    for frame in (rows, rows.sample(fraction=1.0, shuffle=True, seed=1)):
+        made = forecast_days(model, frame, first, end)
+        assert made["date"].to_list() == expected["date"].to_list()
+        assert np.allclose(made[FORECAST].to_numpy(), expected[FORECAST].to_numpy(), rtol=1e-6)
 
 
 def test_abs_return_of_day_t_is_the_previous_days_label(frames):

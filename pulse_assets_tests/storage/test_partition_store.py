@@ -49,6 +49,7 @@ def test_read_range_returns_the_union_in_time_order_and_opens_only_the_range(sto
     frame = store.read_range("raw/x", "2016-01-05", "2016-01-06")
     assert frame.get_column("date").to_list() == [date(2016, 1, 5), date(2016, 1, 6)]
     assert opened == ["2016-01-05.parquet", "2016-01-06.parquet"]
+    assert frame.n_chunks() == 1, "a union of files is one chunk: filters walk every chunk"
 
 
 def test_rows_outside_the_partitions_are_refused_and_nothing_is_written(store):

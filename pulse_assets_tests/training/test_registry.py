@@ -4,6 +4,7 @@ import json
 import os
 import pickle
 import socket
+import sqlite3
 import sys
 from datetime import date
 from pathlib import Path
@@ -117,6 +118,30 @@ def test_rounds_register_versions_with_aliases_tags_lineage_and_audit(round_worl
     }
     files = {f.path for f in registry.client.list_artifacts(run.info.run_id, "model")}
     assert files == {"model/model.json", "model/weights.safetensors"}
+
+    # version 3 is not judged yet: its run and version carry the description they were
+    # created with, and the round's log line says what the round did
+    described = registry.client.get_model_version("forecast_test", "3").description
+    assert described.startswith("Challenger of round 2016-09-01 (manual): trained on ")
+    newest = registry.client.get_run(registry.version("3").run_id)
+    assert newest.info.run_name == "manual-2016-09-01"
+    assert newest.data.tags["mlflow.note.content"] == described
+    assert third.record.summary().startswith("champion v1 (kept); challenger v3 trained on ")
+    assert f"warm from v1, {third.record.epochs_run} epochs" in third.record.summary()
+
+
+def test_a_local_tracking_store_runs_in_wal_mode_and_sends_no_telemetry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
+    audit = AliasAudit(connect(f"sqlite:///{tmp_path / 'pulse.db'}"))
+    ModelRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}", "m", "e", tmp_path.as_uri(), audit)
+    with sqlite3.connect(tmp_path / "mlflow.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")  # the operator's choice stands
+    ModelRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}", "m", "e", tmp_path.as_uri(), audit)
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"
 
 
 def test_a_failed_training_never_moves_champion(round_world: RoundWorld):
