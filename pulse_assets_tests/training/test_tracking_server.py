@@ -31,7 +31,6 @@ from pulse_assets.training.registry import (
     ModelRegistry,
     ModelVersionInfo,
     TrackingError,
-    TrainingRecord,
     VersionTags,
 )
 from pulse_assets.training.service import ModelCache
@@ -231,13 +230,8 @@ class KillsServerAfterRegistering(ModelRegistry):
     server: MlflowServer | None = None
     killed_at: float = 0.0
 
-    def log_training(
-        self,
-        record: TrainingRecord,
-        module: ForecastModule,
-        uniform_twin: ForecastModule | None = None,
-    ) -> ModelVersionInfo:
-        info = super().log_training(record, module, uniform_twin)
+    def log_training(self, *args: Any, **kwargs: Any) -> ModelVersionInfo:
+        info = super().log_training(*args, **kwargs)
         if self.server is not None:
             self.server.stop()
             self.killed_at = time.monotonic()
