@@ -117,7 +117,13 @@ def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
             WEBHOOK_ENV: f"{url_h}/hooks/live-e2e",
         }
         output = tmp_path / "daemon.log"
-        with output.open("w") as sink:
+        # the instance's SQLite storages are created here, before the daemon opens them: two
+        # processes creating them at once race on alembic_version ("table already exists")
+        with (
+            dg.DagsterInstance.from_config(str(dagster_home)) as instance,
+            output.open("w") as sink,
+        ):
+            engine = connect(raw["sql"]["url"])
             process = subprocess.Popen(
                 [DAEMON, "run", "-m", "pulse_assets.definitions"],
                 cwd=REPO_ROOT,
@@ -127,11 +133,9 @@ def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
                 start_new_session=True,
             )
             try:
-                with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-                    engine = connect(raw["sql"]["url"])
-                    yield Daemon(instance, ErrorLog(engine), output, script_a, script_b, script_h)
-                    engine.dispose()
+                yield Daemon(instance, ErrorLog(engine), output, script_a, script_b, script_h)
             finally:
+                engine.dispose()
                 os.killpg(process.pid, signal.SIGTERM)
                 try:
                     process.wait(timeout=30)
