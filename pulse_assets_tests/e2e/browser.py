@@ -10,9 +10,7 @@ ran it.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -37,6 +35,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 from pulse_assets.config import REPO_ROOT
 from pulse_assets_tests.e2e.test_dagster_dev import wait_until
 from pulse_assets_tests.ports import free_port
+from pulse_assets_tests.processes import stop_group
 
 CHROMIUM = ("chromium", "/usr/bin/chromium")
 CHROMEDRIVER = ("chromedriver", "/usr/bin/chromedriver")
@@ -172,9 +171,4 @@ def dagster_dev(env: dict[str, str], log_path: Path) -> Iterator[int]:
             wait_until(ready, 180, "the Dagster webserver")
             yield port
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+            stop_group(server)

@@ -7,7 +7,6 @@ asset healthy and one past its fail window degraded."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pulse_assets.config import REPO_ROOT, Settings
 from pulse_assets.storage import PartitionStore
 from pulse_assets_tests.conftest import populate_store, small_config
 from pulse_assets_tests.ports import free_port
+from pulse_assets_tests.processes import stop_group
 
 pytestmark = pytest.mark.e2e
 # Every round of SMALL_ROUNDS over small_config's span, from the first: each reads its previous.
@@ -117,12 +117,7 @@ def served(tmp_path):
         wait_until(ready, 180, "the Dagster webserver")
         yield port, tmp_path
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_group(server)
         log.close()
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from pulse_assets.reliability.freshness import SENSOR_NAME
 from pulse_assets.storage.sql import connect
 from pulse_assets_tests.http_server import Reply, Script, scripted_server
 from pulse_assets_tests.live_config import day_payload, http_source, live_config
+from pulse_assets_tests.processes import stop_group
 
 pytestmark = pytest.mark.e2e
 TODAY = datetime.now(UTC).date()
@@ -136,12 +136,7 @@ def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
                 yield Daemon(instance, ErrorLog(engine), output, script_a, script_b, script_h)
             finally:
                 engine.dispose()
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+                stop_group(process)
 
 
 def _materialized(daemon: Daemon) -> set[str]:
